@@ -1,0 +1,382 @@
+"""The ``keel`` command: ask questions of documents, run the demo, inspect traces, check the stack.
+
+Every expected failure (``KeelError``) is printed as one line on stderr with a non-zero exit
+status; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from keel.config import KeelSettings, load_settings
+from keel.errors import KeelError
+
+if TYPE_CHECKING:
+    from keel.graph.grounded import GroundedAnswer
+    from keel.observe.store import SQLiteTraceStore
+
+__all__ = ["app", "main"]
+
+DEMO_QUESTION = "How long is a day on Venus, and why is its surface so hot?"
+
+app = typer.Typer(
+    name="keel",
+    help="Keel: agents that plan, remember, act and recover. Runs offline with an embedded model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+trace_app = typer.Typer(help="Inspect recorded traces (the local SQLite trace store).")
+app.add_typer(trace_app, name="trace")
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"keel {version('keel')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print Keel's version and exit.", is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
+    """Keel: agents that plan, remember, act and recover. Runs offline with an embedded model."""
+
+
+out = Console()
+err = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model to answer with: 'local' (SmolLM2-135M, the default) or "
+        "'local:/path/to/model.gguf'. Default: llm.model from keel.toml or KEEL_LLM__MODEL.",
+        show_default=False,
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where Keel keeps its SQLite files and indexes. Default: ~/.local/share/keel "
+        "(or KEEL_DATA_DIR).",
+        show_default=False,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Path of a keel.toml to read instead of ./keel.toml (or KEEL_CONFIG).",
+        show_default=False,
+    ),
+]
+
+
+def _fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn Keel's expected errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except KeelError as e:
+            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _settings(
+    config: Path | None, data_dir: Path | None = None, model: str | None = None
+) -> KeelSettings:
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if model is not None:
+        overrides["llm"] = {"model": model}
+    return load_settings(overrides, config_file=config)
+
+
+async def _answer(
+    settings: KeelSettings, docs: Path, question: str, *, quiet: bool
+) -> GroundedAnswer:
+    from opentelemetry import trace
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from keel.stack import open_memory, open_model
+
+    tracer = trace.get_tracer("keel.cli")
+    memory = open_memory(settings)
+    try:
+        with tracer.start_as_current_span("keel ask") as root:
+            root.set_attribute("keel.docs", str(docs))
+            with (
+                tracer.start_as_current_span(f"ingest {docs.name}") as span,
+                Progress(
+                    TextColumn("Ingesting {task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("files, {task.fields[chunks]} chunks embedded"),
+                    console=err,
+                    transient=True,
+                    disable=quiet,
+                ) as bar,
+            ):
+                task = bar.add_task(docs.name, total=None, chunks=0)
+
+                def show(p: Any) -> None:
+                    bar.update(
+                        task, completed=p.files_done, total=p.files_total, chunks=p.chunks_embedded
+                    )
+
+                report = await memory.ingest(docs, show)
+                for key, value in vars(report).items():
+                    span.set_attribute(f"keel.ingest.{key}", value)
+            if not quiet:
+                err.print(
+                    f"Ingested {docs}: {report.files_added} new, {report.files_updated} changed, "
+                    f"{report.files_unchanged} unchanged, {report.files_removed} removed; "
+                    f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in memory.",
+                    highlight=False,
+                )
+            model = open_model(settings)
+            try:
+                status = err.status(f"Answering with {model.name}...")
+                with nullcontext() if quiet else status:
+                    return await memory.question_answerer(model, docs).ask(question)
+            finally:
+                await model.aclose()
+    finally:
+        await memory.close()
+
+
+def _print_answer(answer: GroundedAnswer, settings: KeelSettings) -> None:
+    out.print(f"\n[bold]Question:[/] {answer.question}", highlight=False)
+    out.print(
+        f"[bold]Answer[/] (model: {answer.model_name}, {settings.llm.model}):\n{answer.answer}\n",
+        highlight=False,
+    )
+    if answer.citations:
+        out.print("[bold]Citations[/]")
+    for c in answer.citations:
+        snippet = " ".join(c.text.split())[:160]
+        out.print(
+            f"  [{c.number}] {c.label}  (chunk {c.chunk}, score {c.score:.2f})\n"
+            f"      \"{snippet}...\"",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _print_trace_summary(store: SQLiteTraceStore | None) -> None:
+    if store is None:
+        return
+    from keel.observe import render_summary
+
+    trace_id = store.last_trace_id()
+    if trace_id is None:
+        return
+    out.print()
+    out.print(render_summary(store.summary(trace_id)))
+    out.print(f"Full trace: keel trace show {trace_id[:12]}", highlight=False)
+
+
+@app.command()
+@_fail_cleanly
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer from the documents.")],
+    docs: Annotated[
+        Path,
+        typer.Option(
+            "--docs",
+            "-d",
+            help="A Markdown/text file or a folder of them. Ingested incrementally: unchanged "
+            "files are not embedded again.",
+        ),
+    ],
+    model: ModelOption = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option("--top-k", "-k", min=1, max=50, help="Passages to retrieve. Default: 4."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the answer and citations as JSON.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no trace summary.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Answer QUESTION from the documents in --docs, with numbered citations."""
+    if not question.strip():
+        raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    settings = _settings(config, data_dir, model)
+    if top_k is not None:
+        settings.memory.top_k = top_k
+    from keel.stack import open_tracing
+
+    store = open_tracing(settings)
+    answer = asyncio.run(_answer(settings, docs, question, quiet=quiet or as_json))
+    if as_json:
+        out.print_json(answer.model_dump_json())
+        return
+    _print_answer(answer, settings)
+    if not quiet:
+        _print_trace_summary(store)
+
+
+@app.command()
+@_fail_cleanly
+def demo(
+    question: Annotated[
+        str, typer.Option("--question", help="Ask something else of the demo corpus.")
+    ] = DEMO_QUESTION,
+    model: ModelOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Answer a fixed question from the Solar System guide that ships with Keel, then show the
+    trace summary (steps, tokens, wall time)."""
+    corpus = Path(__file__).parent / "demo" / "corpus"
+    out.print(f"Keel demo: a document-grounded agent over {corpus}", highlight=False)
+    settings = _settings(config, data_dir, model)
+    from keel.stack import open_tracing
+
+    store = open_tracing(settings)
+    started = time.perf_counter()
+    answer = asyncio.run(_answer(settings, corpus, question, quiet=False))
+    _print_answer(answer, settings)
+    _print_trace_summary(store)
+    out.print(f"Demo finished in {time.perf_counter() - started:.1f} s.", highlight=False)
+
+
+@app.command()
+@_fail_cleanly
+def ingest(
+    path: Annotated[Path, typer.Argument(help="A Markdown/text file or a folder of them.")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Ingest documents into vector memory (incremental: only changed files are embedded)."""
+    settings = _settings(config, data_dir)
+    from keel.stack import open_memory
+
+    async def go() -> Any:
+        memory = open_memory(settings)
+        try:
+            return await memory.ingest(path)
+        finally:
+            await memory.close()
+
+    with err.status(f"Ingesting {path}..."):
+        report = asyncio.run(go())
+    out.print_json(json.dumps(vars(report)))
+
+
+@app.command()
+@_fail_cleanly
+def doctor(
+    model: ModelOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check every layer: which backend it uses, whether it works, and what to install if not."""
+    from keel.doctor import render_checks, run_checks
+
+    settings = _settings(config, data_dir, model)
+    checks = asyncio.run(run_checks(settings))
+    out.print(render_checks(checks))
+    if any(not c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@trace_app.command("last")
+@_fail_cleanly
+def trace_last(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+    """Print the most recent run as a tree, with durations and tokens."""
+    _show_trace(None, data_dir, config)
+
+
+@trace_app.command("show")
+@_fail_cleanly
+def trace_show(
+    trace_id: Annotated[str, typer.Argument(help="A trace id, or its first 6+ characters.")],
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print one trace as a tree, with durations and tokens."""
+    _show_trace(trace_id, data_dir, config)
+
+
+@trace_app.command("list")
+@_fail_cleanly
+def trace_list(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many traces.")] = 20,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List recent traces, newest first."""
+    from keel.observe import SQLiteTraceStore
+
+    settings = _settings(config, data_dir)
+    store = SQLiteTraceStore(settings.trace_path)
+    for s in store.traces(limit):
+        out.print(
+            f"{s.trace_id[:12]}  {s.root_name:<28} {s.wall_time_s:7.2f} s  "
+            f"{s.steps:3d} steps  {s.input_tokens + s.output_tokens:6d} tok  {s.status}",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _show_trace(trace_id: str | None, data_dir: Path | None, config: Path | None) -> None:
+    from keel.errors import StoreError
+    from keel.observe import SQLiteTraceStore, render_summary, render_trace
+
+    settings = _settings(config, data_dir)
+    store = SQLiteTraceStore(settings.trace_path)
+    trace_id = trace_id or store.last_trace_id()
+    if trace_id is None:
+        raise StoreError(f"no traces recorded yet in {settings.trace_path}")
+    out.print(render_trace(store.trace(trace_id)))
+    out.print(render_summary(store.summary(trace_id)))
+
+
+def main() -> None:
+    """Entry point of the ``keel`` script."""
+    app(prog_name="keel")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

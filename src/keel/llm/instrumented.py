@@ -1,0 +1,116 @@
+"""``InstrumentedModel``: wraps any ``Model`` in OpenTelemetry GenAI ``chat`` spans.
+
+Spans go through the OpenTelemetry API only, so this costs nothing until a tracer provider is
+configured (``keel.observe.setup_tracing``). Message contents are not recorded: prompts may hold
+user data, and traces are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, StatusCode
+
+from keel.llm.base import Model
+from keel.llm.messages import (
+    Message,
+    ModelSettings,
+    Response,
+    ResponseDone,
+    StreamEvent,
+    ToolDefinition,
+)
+from keel.observe import semconv as sc
+
+__all__ = ["InstrumentedModel"]
+
+_tracer = trace.get_tracer("keel.llm")
+
+
+class InstrumentedModel(Model):
+    """Records one ``chat {model}`` span per call, with settings, usage and finish reason."""
+
+    def __init__(self, model: Model, *, provider: str = "keel") -> None:
+        self.wrapped = model
+        self.provider = provider
+
+    @property
+    def name(self) -> str:
+        return self.wrapped.name
+
+    def _start(self, tools: Sequence[ToolDefinition], settings: ModelSettings | None) -> Span:
+        span = _tracer.start_span(f"chat {self.name}")
+        span.set_attribute(sc.GEN_AI_OPERATION_NAME, "chat")
+        span.set_attribute(sc.GEN_AI_PROVIDER_NAME, self.provider)
+        span.set_attribute(sc.GEN_AI_REQUEST_MODEL, self.name)
+        if settings is not None and settings.max_tokens is not None:
+            span.set_attribute(sc.GEN_AI_REQUEST_MAX_TOKENS, settings.max_tokens)
+        if settings is not None and settings.temperature is not None:
+            span.set_attribute(sc.GEN_AI_REQUEST_TEMPERATURE, settings.temperature)
+        if tools:
+            span.set_attribute("keel.request.tools", [t.name for t in tools])
+        return span
+
+    @staticmethod
+    def _finish(span: Span, response: Response) -> None:
+        span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, response.model_name)
+        span.set_attribute(sc.GEN_AI_RESPONSE_FINISH_REASONS, [response.finish_reason])
+        span.set_attribute(sc.GEN_AI_USAGE_INPUT_TOKENS, response.usage.input_tokens)
+        span.set_attribute(sc.GEN_AI_USAGE_OUTPUT_TOKENS, response.usage.output_tokens)
+
+    @staticmethod
+    def _fail(span: Span, error: BaseException) -> None:
+        span.set_attribute(sc.ERROR_TYPE, type(error).__name__)
+        span.set_status(StatusCode.ERROR, str(error)[:200])
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        output_schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> Response:
+        span = self._start(tools, settings)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False):
+                response = await self.wrapped.request(
+                    messages, tools=tools, output_schema=output_schema, settings=settings
+                )
+        except BaseException as e:
+            self._fail(span, e)
+            raise
+        else:
+            self._finish(span, response)
+            return response
+        finally:
+            span.end()
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolDefinition] = (),
+        output_schema: dict[str, Any] | None = None,
+        settings: ModelSettings | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        # The span is not made current: a context attached across ``yield`` would leak into the
+        # consumer's code between events.
+        span = self._start(tools, settings)
+        try:
+            async for event in self.wrapped.stream(
+                messages, tools=tools, output_schema=output_schema, settings=settings
+            ):
+                if isinstance(event, ResponseDone):
+                    self._finish(span, event.response)
+                yield event
+        except BaseException as e:
+            self._fail(span, e)
+            raise
+        finally:
+            span.end()
+
+    async def aclose(self) -> None:
+        await self.wrapped.aclose()

@@ -1,0 +1,98 @@
+"""Wiring of the embedded stack from one ``KeelSettings``: model, memory, tracing.
+
+The CLI and scripts use these helpers; library users may build the same objects by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from keel.config import KeelSettings
+from keel.errors import DocumentError
+
+if TYPE_CHECKING:
+    from keel.graph.grounded import DocumentQA
+    from keel.llm.base import Model
+    from keel.memory.base import Embedder, VectorStore
+    from keel.memory.ingest import IngestProgress, IngestReport
+    from keel.observe.store import SQLiteTraceStore
+
+__all__ = ["Memory", "docs_namespace", "open_memory", "open_model", "open_tracing"]
+
+
+def docs_namespace(path: Path) -> str:
+    """The vector-memory namespace of a document folder: stable for its absolute path."""
+    resolved = str(path.expanduser().resolve())
+    return "docs-" + hashlib.sha256(resolved.encode()).hexdigest()[:16]
+
+
+def open_tracing(settings: KeelSettings) -> SQLiteTraceStore | None:
+    """Send spans to the local trace store, unless tracing is disabled."""
+    if not settings.trace.enabled:
+        return None
+    from keel.observe import setup_tracing
+
+    return setup_tracing(settings.trace_path)
+
+
+def open_model(settings: KeelSettings, spec: str | None = None) -> Model:
+    """The configured model, wrapped in GenAI tracing."""
+    from keel.llm import InstrumentedModel, create_model
+
+    spec = spec or settings.llm.model
+    provider = spec.partition(":")[0]
+    return InstrumentedModel(create_model(settings.llm, spec), provider=provider)
+
+
+@dataclass
+class Memory:
+    """The embedded document memory: embedder, vector store and ingestor over one SQLite file."""
+
+    embedder: Embedder
+    store: VectorStore
+    settings: KeelSettings
+
+    async def ingest(
+        self, path: Path, progress: Callable[[IngestProgress], None] | None = None
+    ) -> IngestReport:
+        """Ingest ``path`` incrementally into its own namespace."""
+        from keel.memory.ingest import DocumentIngestor
+
+        if not path.exists():
+            raise DocumentError(f"document path does not exist: {path}")
+        ingestor = DocumentIngestor(
+            self.store,
+            self.embedder,
+            self.settings.memory_path,
+            max_chars=self.settings.memory.chunk_chars,
+            overlap=self.settings.memory.chunk_overlap,
+        )
+        return await ingestor.ingest(path, docs_namespace(path), progress)
+
+    def question_answerer(self, model: Model, path: Path) -> DocumentQA:
+        from keel.graph.grounded import DocumentQA
+        from keel.memory.retrieval import Retriever
+
+        return DocumentQA(
+            model,
+            Retriever(self.store, self.embedder),
+            namespace=docs_namespace(path),
+            top_k=self.settings.memory.top_k,
+        )
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def open_memory(settings: KeelSettings) -> Memory:
+    """The local embedder and the SQLite + faiss vector store under ``settings.data_dir``."""
+    from keel.memory import create_embedder, create_vector_store
+
+    embedder = create_embedder(settings.embeddings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = create_vector_store(settings.memory_path, embedder.dimension)
+    return Memory(embedder=embedder, store=store, settings=settings)

@@ -1,0 +1,63 @@
+"""Argument schemas from Python signatures: type hints give types, the docstring gives words."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+__all__ = ["arguments_model", "parse_docstring"]
+
+_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Raises|Yields|Examples?):\s*$")
+_ARG = re.compile(r"^\s*(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
+    """Split a Google-style docstring into its summary and per-argument descriptions."""
+    if not doc:
+        return "", {}
+    lines = inspect.cleandoc(doc).splitlines()
+    summary: list[str] = []
+    args: dict[str, str] = {}
+    section: str | None = None
+    current: str | None = None
+    for line in lines:
+        header = _SECTION.match(line)
+        if header:
+            section, current = header.group(1), None
+            continue
+        if section is None:
+            summary.append(line)
+        elif section in ("Args", "Arguments", "Parameters"):
+            arg = _ARG.match(line)
+            if arg and (current is None or len(line) - len(line.lstrip()) <= 4):
+                current = arg.group(1)
+                args[current] = arg.group(2).strip()
+            elif current and line.strip():
+                args[current] = f"{args[current]} {line.strip()}".strip()
+    text = "\n".join(summary).strip()
+    return text.split("\n\n")[0].replace("\n", " "), args
+
+
+def arguments_model(function: Callable[..., Any], model_name: str) -> type[BaseModel]:
+    """A Pydantic model of ``function``'s parameters (unknown arguments are rejected).
+
+    Every parameter needs a type hint: the hint is what the model is told and what the arguments
+    are validated against.
+    """
+    hints = get_type_hints(function, include_extras=True)
+    _, descriptions = parse_docstring(function.__doc__)
+    fields: dict[str, Any] = {}
+    for name, param in inspect.signature(function).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"tool {model_name}: *args and **kwargs cannot be described to a model")
+        if name not in hints:
+            raise TypeError(f"tool {model_name}: parameter '{name}' has no type hint")
+        default = ... if param.default is param.empty else param.default
+        fields[name] = (hints[name], Field(default, description=descriptions.get(name)))
+    return create_model(  # type: ignore[no-any-return, call-overload]
+        model_name, __config__=ConfigDict(extra="forbid"), **fields
+    )
