@@ -24,6 +24,8 @@ from keel.errors import KeelError
 
 if TYPE_CHECKING:
     from keel.graph.grounded import GroundedAnswer
+    from keel.memory.ingest import IngestProgress, IngestReport
+    from keel.stack import Memory
     from keel.observe.store import SQLiteTraceStore
 
 __all__ = ["app", "main"]
@@ -127,57 +129,61 @@ def _settings(
     return load_settings(overrides, config_file=config)
 
 
-async def _answer(
-    settings: KeelSettings, docs: Path, question: str, *, quiet: bool
-) -> GroundedAnswer:
+async def _ingest(memory: Memory, docs: Path, *, quiet: bool) -> IngestReport:
+    """Ingest with a progress bar on stderr, inside an ``ingest`` span."""
     from opentelemetry import trace
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    with (
+        trace.get_tracer("keel.cli").start_as_current_span(f"ingest {docs.name}") as span,
+        Progress(
+            TextColumn("Ingesting {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files, {task.fields[chunks]} chunks embedded"),
+            console=err,
+            transient=True,
+            disable=quiet,
+        ) as bar,
+    ):
+        task = bar.add_task(docs.name, total=None, chunks=0)
+
+        def show(p: IngestProgress) -> None:
+            bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_embedded)
+
+        report = await memory.ingest(docs, show)
+        for key, value in vars(report).items():
+            span.set_attribute(f"keel.ingest.{key}", value)
+    if not quiet:
+        err.print(
+            f"Ingested {docs}: {report.files_added} new, {report.files_updated} changed, "
+            f"{report.files_unchanged} unchanged, {report.files_removed} removed; "
+            f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in memory.",
+            highlight=False,
+        )
+    return report
+
+
+async def _answer(
+    settings: KeelSettings, docs: Path, question: str, *, quiet: bool
+) -> GroundedAnswer:
+    """Open the model first (a bad model fails before any embedding work), ingest, answer."""
+    from opentelemetry import trace
+
     from keel.stack import open_memory, open_model
 
-    tracer = trace.get_tracer("keel.cli")
-    memory = open_memory(settings)
-    try:
-        with tracer.start_as_current_span("keel ask") as root:
-            root.set_attribute("keel.docs", str(docs))
-            with (
-                tracer.start_as_current_span(f"ingest {docs.name}") as span,
-                Progress(
-                    TextColumn("Ingesting {task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("files, {task.fields[chunks]} chunks embedded"),
-                    console=err,
-                    transient=True,
-                    disable=quiet,
-                ) as bar,
-            ):
-                task = bar.add_task(docs.name, total=None, chunks=0)
-
-                def show(p: Any) -> None:
-                    bar.update(
-                        task, completed=p.files_done, total=p.files_total, chunks=p.chunks_embedded
-                    )
-
-                report = await memory.ingest(docs, show)
-                for key, value in vars(report).items():
-                    span.set_attribute(f"keel.ingest.{key}", value)
-            if not quiet:
-                err.print(
-                    f"Ingested {docs}: {report.files_added} new, {report.files_updated} changed, "
-                    f"{report.files_unchanged} unchanged, {report.files_removed} removed; "
-                    f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in memory.",
-                    highlight=False,
-                )
-            model = open_model(settings)
-            try:
-                status = err.status(f"Answering with {model.name}...")
-                with nullcontext() if quiet else status:
-                    return await memory.question_answerer(model, docs).ask(question)
-            finally:
-                await model.aclose()
-    finally:
-        await memory.close()
+    with trace.get_tracer("keel.cli").start_as_current_span("keel ask") as root:
+        root.set_attribute("keel.docs", str(docs))
+        model = open_model(settings)
+        memory = open_memory(settings)
+        try:
+            await _ingest(memory, docs, quiet=quiet)
+            status = err.status(f"Answering with {model.name}...")
+            with nullcontext() if quiet else status:
+                return await memory.question_answerer(model, docs).ask(question)
+        finally:
+            await memory.close()
+            await model.aclose()
 
 
 def _print_answer(answer: GroundedAnswer, settings: KeelSettings) -> None:
@@ -290,17 +296,17 @@ def ingest(
 ) -> None:
     """Ingest documents into vector memory (incremental: only changed files are embedded)."""
     settings = _settings(config, data_dir)
-    from keel.stack import open_memory
+    from keel.stack import open_memory, open_tracing
 
-    async def go() -> Any:
+    async def go() -> IngestReport:
         memory = open_memory(settings)
         try:
-            return await memory.ingest(path)
+            return await _ingest(memory, path, quiet=False)
         finally:
             await memory.close()
 
-    with err.status(f"Ingesting {path}..."):
-        report = asyncio.run(go())
+    open_tracing(settings)
+    report = asyncio.run(go())
     out.print_json(json.dumps(vars(report)))
 
 
