@@ -31,7 +31,11 @@ def main() -> None:
         bare = statistics.median(wall("pass") for _ in range(args.runs))
         full = statistics.median(wall(f"import {module}") for _ in range(args.runs))
         listing = subprocess.check_output(
-            [sys.executable, "-c", f"import sys, json, {module}; print(json.dumps(list(sys.modules)))"],
+            [
+                sys.executable,
+                "-c",
+                f"import sys, json, {module}; print(json.dumps(list(sys.modules)))",
+            ],
             text=True,
         )
         heavy = sorted({m.split(".")[0] for m in json.loads(listing)} & set(HEAVY))

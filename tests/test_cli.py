@@ -10,7 +10,9 @@ import pytest
 KEEL = [sys.executable, "-m", "keel.cli"]
 
 
-def keel(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def keel(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "KEEL_DATA_DIR": str(data_dir), "COLUMNS": "200", **(env or {})}
     environ.pop("KEEL_CONFIG", None)
     return subprocess.run(
@@ -79,7 +81,9 @@ def test_model_path_that_does_not_exist(tmp_path: Path) -> None:
     docs.mkdir()
     (docs / "a.md").write_text("# A\nSome text.\n")
     missing = tmp_path / "missing.gguf"
-    result = keel("ask", "What?", "--docs", str(docs), "--model", f"local:{missing}", data_dir=tmp_path)
+    result = keel(
+        "ask", "What?", "--docs", str(docs), "--model", f"local:{missing}", data_dir=tmp_path
+    )
     assert_one_line_error(result, f"model file does not exist: {missing}")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,8 +24,8 @@ from keel.errors import KeelError
 if TYPE_CHECKING:
     from keel.graph.grounded import GroundedAnswer
     from keel.memory.ingest import IngestProgress, IngestReport
-    from keel.stack import Memory
     from keel.observe.store import SQLiteTraceStore
+    from keel.stack import Memory
 
 __all__ = ["app", "main"]
 
@@ -44,7 +43,6 @@ trace_app = typer.Typer(help="Inspect recorded traces (the local SQLite trace st
 app.add_typer(trace_app, name="trace")
 
 
-
 def _print_version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -58,7 +56,9 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", help="Print Keel's version and exit.", is_eager=True,
+            "--version",
+            help="Print Keel's version and exit.",
+            is_eager=True,
             callback=_print_version,
         ),
     ] = False,
@@ -198,7 +198,7 @@ def _print_answer(answer: GroundedAnswer, settings: KeelSettings) -> None:
         snippet = " ".join(c.text.split())[:160]
         out.print(
             f"  [{c.number}] {c.label}  (chunk {c.chunk}, score {c.score:.2f})\n"
-            f"      \"{snippet}...\"",
+            f'      "{snippet}..."',
             highlight=False,
             markup=False,
         )
@@ -385,4 +385,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

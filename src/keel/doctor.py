@@ -46,7 +46,9 @@ async def _check_llm(settings: KeelSettings) -> Check:
 
     backend = f"{settings.llm.model} (llama.cpp via xllamacpp)"
     if _missing("xllamacpp"):
-        return Check("llm", backend, False, "xllamacpp is not installed", "pip install 'keel[local]'")
+        return Check(
+            "llm", backend, False, "xllamacpp is not installed", "pip install 'keel[local]'"
+        )
     started = time.perf_counter()
     model = create_model(settings.llm)
     try:
@@ -57,7 +59,9 @@ async def _check_llm(settings: KeelSettings) -> Check:
         await model.aclose()
     took = time.perf_counter() - started
     return Check(
-        "llm", f"{model.name} (llama.cpp via xllamacpp)", True,
+        "llm",
+        f"{model.name} (llama.cpp via xllamacpp)",
+        True,
         f"loaded and generated {response.usage.output_tokens} tokens in {took:.1f} s",
     )
 
@@ -68,7 +72,9 @@ async def _check_embeddings(settings: KeelSettings) -> Check:
     embedder = create_embedder(settings.embeddings)
     vectors = await embedder.embed(["Keel checks its embedding model."])
     return Check(
-        "embeddings", f"{embedder.name} (onnxruntime)", True,
+        "embeddings",
+        f"{embedder.name} (onnxruntime)",
+        True,
         f"embedded a sentence into {len(vectors[0])} dimensions",
     )
 
@@ -86,7 +92,9 @@ async def _check_vectors(settings: KeelSettings) -> Check:
             await store.close()
     ok = bool(hits) and hits[0].id == "a"
     return Check(
-        "vector memory", "SQLite + faiss (embedded)", ok,
+        "vector memory",
+        "SQLite + faiss (embedded)",
+        ok,
         f"wrote and queried a store; memory file: {settings.memory_path}",
     )
 

@@ -62,7 +62,7 @@ class Memory:
         """Ingest ``path`` incrementally into its own namespace."""
         from keel.memory.ingest import DocumentIngestor
 
-        if not path.exists():
+        if not path.exists():  # noqa: ASYNC240 - one stat, before any slow work
             raise DocumentError(f"document path does not exist: {path}")
         ingestor = DocumentIngestor(
             self.store,

@@ -30,7 +30,13 @@ async def test_loop_runs_tools_and_returns_the_final_answer() -> None:
     assert result.output == "2 + 3 = 5"
     assert result.steps == 2
     assert [r.value for r in result.tool_results] == [5]
-    assert [msg.role for msg in result.messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert [msg.role for msg in result.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     assert m.calls[0].tools[0].name == "add"
     assert result.usage.requests == 2
 
@@ -38,9 +44,15 @@ async def test_loop_runs_tools_and_returns_the_final_answer() -> None:
 async def test_bad_arguments_go_back_to_the_model_and_the_run_continues() -> None:
     def saw_error(call: object) -> bool:
         last = call.messages[-1]  # type: ignore[attr-defined]
-        return isinstance(last, ToolMessage) and last.is_error and "invalid_arguments" in last.content
+        return (
+            isinstance(last, ToolMessage) and last.is_error and "invalid_arguments" in last.content
+        )
 
-    script = [tool_call("add", a="two", b=3), Step(tool_call("add", a=2, b=3), expect=saw_error), "5"]
+    script = [
+        tool_call("add", a="two", b=3),
+        Step(tool_call("add", a=2, b=3), expect=saw_error),
+        "5",
+    ]
     with ScriptedModel(script) as m:
         result = await Agent(m, registry()).run("2 + 3?")
     assert result.output == "5"

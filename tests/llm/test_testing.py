@@ -29,9 +29,9 @@ async def test_scripted_model_fails_on_a_call_past_the_script() -> None:
 
 
 async def test_scripted_model_fails_on_unused_steps() -> None:
-    with pytest.raises(UnexpectedModelBehavior, match="1 of 2 steps were never used"):
-        with ScriptedModel(["a", "b"]) as model:
-            await model.request([UserMessage(content="x")])
+    model = ScriptedModel(["a", "b"])
+    with pytest.raises(UnexpectedModelBehavior, match="1 of 2 steps were never used"), model:
+        await model.request([UserMessage(content="x")])
 
 
 async def test_scripted_step_expectation_rejects_an_unexpected_call() -> None:

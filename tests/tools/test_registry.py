@@ -71,10 +71,11 @@ def test_schema_hash_changes_with_the_contract() -> None:
         """F."""
         return x
 
-    @b.tool
-    def f(x: str) -> str:  # type: ignore[no-redef]
+    def g(x: str) -> str:
         """F."""
         return x
+
+    b.register(g, name="f")
 
     assert len(a.get("f").schema_hash) == 16
     assert a.get("f").schema_hash != b.get("f").schema_hash

@@ -15,6 +15,7 @@ from opentelemetry import trace
 from keel.errors import StepLimitError
 from keel.llm.base import Model
 from keel.llm.messages import Message, ModelSettings, SystemMessage, Usage, UserMessage
+from keel.observe import semconv as sc
 from keel.tools.registry import ToolRegistry, ToolResult
 
 __all__ = ["Agent", "AgentResult"]
@@ -59,9 +60,9 @@ class Agent:
     async def run(self, prompt: str | Sequence[Message]) -> AgentResult:
         """Run until the model answers without calling a tool; ``StepLimitError`` otherwise."""
         with _tracer.start_as_current_span(f"invoke_agent {self.name}") as span:
-            span.set_attribute("gen_ai.operation.name", "invoke_agent")
-            span.set_attribute("gen_ai.agent.name", self.name)
-            span.set_attribute("gen_ai.request.model", self.model.name)
+            span.set_attribute(sc.GEN_AI_OPERATION_NAME, sc.OPERATION_INVOKE_AGENT)
+            span.set_attribute(sc.GEN_AI_AGENT_NAME, self.name)
+            span.set_attribute(sc.GEN_AI_REQUEST_MODEL, self.model.name)
             messages: list[Message] = []
             if self.system_prompt:
                 messages.append(SystemMessage(content=self.system_prompt))
@@ -80,7 +81,7 @@ class Agent:
                 messages.append(response.message)
                 calls = response.message.tool_calls
                 if not calls:
-                    span.set_attribute("keel.agent.steps", step)
+                    span.set_attribute(sc.KEEL_AGENT_STEPS, step)
                     return AgentResult(
                         output=response.message.text,
                         messages=tuple(messages),
@@ -92,7 +93,7 @@ class Agent:
                 outcomes = await asyncio.gather(*(self.tools.call(c) for c in calls))
                 results.extend(outcomes)
                 messages.extend(r.to_message() for r in outcomes)
-            span.set_attribute("keel.agent.steps", self.max_steps)
+            span.set_attribute(sc.KEEL_AGENT_STEPS, self.max_steps)
             raise StepLimitError(
                 f"agent {self.name!r} made {self.max_steps} model calls without a final answer",
                 hint="raise max_steps, or give the model fewer or clearer tools",

@@ -15,10 +15,11 @@ from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from keel.llm.base import Model
-from keel.llm.messages import ModelSettings, SystemMessage, Usage, UserMessage
+from keel.llm.messages import Message, ModelSettings, SystemMessage, Usage, UserMessage
 from keel.llm.structured import request_structured
 from keel.memory.base import Hit
 from keel.memory.retrieval import Retriever
+from keel.observe import semconv as sc
 
 __all__ = ["Citation", "DocumentQA", "GroundedAnswer"]
 
@@ -120,9 +121,9 @@ class DocumentQA:
         if not question:
             raise ValueError("the question is empty")
         with _tracer.start_as_current_span(f"invoke_agent {self.name}") as span:
-            span.set_attribute("gen_ai.operation.name", "invoke_agent")
-            span.set_attribute("gen_ai.agent.name", self.name)
-            span.set_attribute("gen_ai.request.model", self.model.name)
+            span.set_attribute(sc.GEN_AI_OPERATION_NAME, sc.OPERATION_INVOKE_AGENT)
+            span.set_attribute(sc.GEN_AI_AGENT_NAME, self.name)
+            span.set_attribute(sc.GEN_AI_REQUEST_MODEL, self.model.name)
             hits = await self.retriever.retrieve(question, self.namespace, self.top_k)
             passages = [_citation(i, hit) for i, hit in enumerate(hits, start=1)]
             if not passages:
@@ -135,7 +136,7 @@ class DocumentQA:
                 )
             reply, usage = await self._answer(question, passages)
             cited = sorted(set(reply.sources))
-            span.set_attribute("keel.citations", cited)
+            span.set_attribute(sc.KEEL_CITATIONS, cited)
             return GroundedAnswer(
                 question=question,
                 answer=reply.answer.strip(),
@@ -146,7 +147,7 @@ class DocumentQA:
             )
 
     async def _answer(self, question: str, passages: list[Citation]) -> tuple[Any, Usage]:
-        messages = [
+        messages: list[Message] = [
             SystemMessage(content=SYSTEM_PROMPT),
             UserMessage(content=build_prompt(question, passages)),
         ]

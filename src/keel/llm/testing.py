@@ -76,7 +76,7 @@ def _to_response(reply: Reply, model_name: str, usage: Usage) -> Response:
     elif isinstance(reply, ToolCallPart):
         message = AssistantMessage(parts=(reply,))
     elif isinstance(reply, Sequence) and all(isinstance(p, ToolCallPart) for p in reply):
-        message = AssistantMessage(parts=tuple(reply))
+        message = AssistantMessage(parts=tuple(p for p in reply if isinstance(p, ToolCallPart)))
     else:
         raise TypeError(f"a model reply cannot be built from {type(reply).__name__}")
     finish = "tool_calls" if message.tool_calls else "stop"

@@ -14,7 +14,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, overload
 
 from opentelemetry import trace
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from keel.errors import ToolNotFoundError
 from keel.llm.messages import ToolCallPart, ToolDefinition, ToolMessage
+from keel.observe import semconv as sc
 from keel.tools.schema import arguments_model, parse_docstring
 
 __all__ = ["Tool", "ToolRegistry", "ToolResult"]
@@ -100,11 +101,11 @@ class ToolResult:
         )
 
 
-@dataclass
 class ToolRegistry:
     """Tools by name. Register with ``@registry.tool`` or ``registry.register(fn)``."""
 
-    _tools: dict[str, Tool] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
 
     @overload
     def tool(self, function: Callable[..., Any], /) -> Callable[..., Any]: ...
@@ -122,7 +123,6 @@ class ToolRegistry:
     def tool(
         self,
         function: Callable[..., Any] | None = None,
-        /,
         *,
         name: str | None = None,
         version: str = "1",
@@ -197,12 +197,12 @@ class ToolRegistry:
     async def call(self, call: ToolCallPart) -> ToolResult:
         """Validate and run one call; every failure becomes a structured error in the result."""
         with _tracer.start_as_current_span(f"execute_tool {call.name}") as span:
-            span.set_attribute("gen_ai.operation.name", "execute_tool")
-            span.set_attribute("gen_ai.tool.name", call.name)
-            span.set_attribute("gen_ai.tool.call.id", call.id)
+            span.set_attribute(sc.GEN_AI_OPERATION_NAME, sc.OPERATION_EXECUTE_TOOL)
+            span.set_attribute(sc.GEN_AI_TOOL_NAME, call.name)
+            span.set_attribute(sc.GEN_AI_TOOL_CALL_ID, call.id)
             result = await self._call(call)
             if result.error is not None:
-                span.set_attribute("error.type", result.error["type"])
+                span.set_attribute(sc.ERROR_TYPE, result.error["type"])
                 span.set_status(StatusCode.ERROR, result.error["message"][:200])
             return result
 
@@ -216,7 +216,7 @@ class ToolRegistry:
         tool = self._tools.get(call.name)
         if tool is None:
             return failed("unknown_tool", self._unknown(call.name))
-        trace.get_current_span().set_attribute("keel.tool.version", tool.version)
+        trace.get_current_span().set_attribute(sc.KEEL_TOOL_VERSION, tool.version)
         try:
             arguments = tool.arguments.model_validate(call.arguments)
         except ValidationError as e:
