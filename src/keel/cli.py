@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from keel.config import KeelSettings, load_settings
 from keel.errors import KeelError
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
-DEMO_QUESTION = "How long is a day on Venus, and why is its surface so hot?"
+DEMO_QUESTION = "How hot is the surface of Venus, and what is its atmosphere made of?"
 
 app = typer.Typer(
     name="keel",
@@ -152,7 +152,7 @@ async def _ingest(memory: Memory, docs: Path, *, quiet: bool) -> IngestReport:
             bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_embedded)
 
         report = await memory.ingest(docs, show)
-        for key, value in vars(report).items():
+        for key, value in report.model_dump().items():
             span.set_attribute(f"keel.ingest.{key}", value)
     if not quiet:
         err.print(
@@ -187,21 +187,22 @@ async def _answer(
 
 
 def _print_answer(answer: GroundedAnswer, settings: KeelSettings) -> None:
-    out.print(f"\n[bold]Question:[/] {answer.question}", highlight=False)
-    out.print(
-        f"[bold]Answer[/] (model: {answer.model_name}, {settings.llm.model}):\n{answer.answer}\n",
-        highlight=False,
-    )
-    if answer.citations:
-        out.print("[bold]Citations[/]")
+    runtime = "llama.cpp, in-process" if settings.llm.model.startswith("local") else "remote"
+    out.print(f"\n[bold]Question:[/] {escape(answer.question)}", highlight=False)
+    out.print(f"[bold]Answer[/] (model: {answer.model_name}, {runtime}):", highlight=False)
+    out.print(answer.answer or "(no answer)", markup=False, highlight=False)
+    if not answer.citations:
+        return
+    out.print("\n[bold]Citations[/]")
     for c in answer.citations:
-        snippet = " ".join(c.text.split())[:160]
+        snippet = " ".join(c.text.split())[:150]
         out.print(
-            f"  [{c.number}] {c.label}  (chunk {c.chunk}, score {c.score:.2f})\n"
-            f'      "{snippet}..."',
-            highlight=False,
+            f"  [{c.number}] {c.label}  (chunk {c.chunk}, similarity {c.score:.2f})",
             markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
+        out.print(f'      "{snippet}..."', markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_trace_summary(store: SQLiteTraceStore | None) -> None:
@@ -307,7 +308,7 @@ def ingest(
 
     open_tracing(settings)
     report = asyncio.run(go())
-    out.print_json(json.dumps(vars(report)))
+    out.print_json(report.model_dump_json())
 
 
 @app.command()

@@ -197,6 +197,8 @@ class LlamaCppModel(Model):
         }
         if s.stop:
             body["stop"] = list(s.stop)
+        if s.frequency_penalty is not None:
+            body["frequency_penalty"] = s.frequency_penalty
         schema = tool_call_schema(tools, output_schema) if tools else output_schema
         if schema is not None:
             body["response_format"] = {

@@ -129,6 +129,7 @@ class ModelSettings(_Frozen):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     seed: int | None = None
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     stop: tuple[str, ...] = ()
 
 

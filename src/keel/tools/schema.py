@@ -58,6 +58,4 @@ def arguments_model(function: Callable[..., Any], model_name: str) -> type[BaseM
             raise TypeError(f"tool {model_name}: parameter '{name}' has no type hint")
         default = ... if param.default is param.empty else param.default
         fields[name] = (hints[name], Field(default, description=descriptions.get(name)))
-    return create_model(
-        model_name, __config__=ConfigDict(extra="forbid"), **fields
-    )
+    return create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
