@@ -70,3 +70,24 @@ async def test_step_limit_raises_a_typed_error() -> None:
     model = ScriptedModel([tool_call("add", a=1, b=1)] * 3)
     with pytest.raises(StepLimitError, match="made 3 model calls without a final answer"):
         await Agent(model, registry(), max_steps=3).run("loop forever")
+
+
+async def test_a_repeated_call_is_not_run_again() -> None:
+    runs: list[int] = []
+    tools = ToolRegistry()
+
+    @tools.tool
+    def send(n: int) -> str:
+        """Send message number n (a side effect)."""
+        runs.append(n)
+        return f"sent {n}"
+
+    def saw_repeat(call: object) -> bool:
+        last = call.messages[-1]  # type: ignore[attr-defined]
+        return last.is_error and "repeated_call" in last.content and "sent 1" in last.content
+
+    script = [tool_call("send", n=1), tool_call("send", n=1), Step("done", expect=saw_repeat)]
+    with ScriptedModel(script) as m:
+        result = await Agent(m, tools).run("send one message")
+    assert runs == [1]
+    assert [r.ok for r in result.tool_results] == [True, False]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from keel.errors import ModelNotFoundError
+from keel.errors import ModelNotFoundError, ModelRequestError
 from keel.llm import (
     ModelSettings,
     ResponseDone,
@@ -102,3 +102,10 @@ def test_a_file_that_is_not_gguf_is_a_clear_error(tmp_path: Path) -> None:
     fake.write_bytes(b"not a model")
     with pytest.raises(ModelNotFoundError, match="is it a valid GGUF model file"):
         LlamaCppModel(fake)
+
+
+async def test_reply_cut_off_by_max_tokens_is_a_clear_error(model: LlamaCppModel) -> None:
+    tools = [ToolDefinition(name="noop", description="Does nothing")]
+    messages = [UserMessage(content="Write a long story about the sea, as your final answer.")]
+    with pytest.raises(ModelRequestError, match="cut off at max_tokens"):
+        await model.request(messages, tools=tools, settings=ModelSettings(max_tokens=4))

@@ -7,6 +7,7 @@ model as a tool message, so a failing tool never ends the run by itself.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,14 @@ from opentelemetry import trace
 
 from keel.errors import StepLimitError
 from keel.llm.base import Model
-from keel.llm.messages import Message, ModelSettings, SystemMessage, Usage, UserMessage
+from keel.llm.messages import (
+    Message,
+    ModelSettings,
+    SystemMessage,
+    ToolCallPart,
+    Usage,
+    UserMessage,
+)
 from keel.observe import semconv as sc
 from keel.tools.registry import ToolRegistry, ToolResult
 
@@ -72,6 +80,7 @@ class Agent:
                 messages.extend(prompt)
             definitions = self.tools.definitions()
             results: list[ToolResult] = []
+            done: dict[str, ToolResult] = {}
             usage = Usage()
             for step in range(1, self.max_steps + 1):
                 response = await self.model.request(
@@ -90,7 +99,7 @@ class Agent:
                         steps=step,
                         model_name=response.model_name,
                     )
-                outcomes = await asyncio.gather(*(self.tools.call(c) for c in calls))
+                outcomes = await asyncio.gather(*(self._call(c, done) for c in calls))
                 results.extend(outcomes)
                 messages.extend(r.to_message() for r in outcomes)
             span.set_attribute(sc.KEEL_AGENT_STEPS, self.max_steps)
@@ -98,3 +107,24 @@ class Agent:
                 f"agent {self.name!r} made {self.max_steps} model calls without a final answer",
                 hint="raise max_steps, or give the model fewer or clearer tools",
             )
+
+    async def _call(self, call: ToolCallPart, done: dict[str, ToolResult]) -> ToolResult:
+        """Run a call, unless this run already made the same call successfully.
+
+        A repeated call is not run again (it may have side effects); the model gets its earlier
+        result back with a structured ``repeated_call`` error, which is what small models that
+        loop on a tool need to move on to an answer.
+        """
+        key = json.dumps([call.name, call.arguments], sort_keys=True, default=str)
+        earlier = done.get(key)
+        if earlier is not None:
+            message = (
+                f"{call.name} was already called with these arguments and returned: "
+                f"{earlier.content()}\nUse that result instead of calling it again."
+            )
+            error = {"type": "repeated_call", "message": message}
+            return ToolResult(call.id, call.name, error=error)
+        result = await self.tools.call(call)
+        if result.ok:
+            done[key] = result
+        return result

@@ -130,6 +130,12 @@ def _to_wire(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> li
         elif isinstance(m, ToolMessage):
             label = "error" if m.is_error else "result"
             wire.append({"role": "user", "content": f"Tool {m.name} {label}: {m.content}"})
+    if wire and messages and isinstance(messages[-1], ToolMessage):
+        # Small models tend to repeat a call whose result they already have; say what comes next.
+        wire[-1]["content"] += (
+            '\nIf this answers the question, reply {"answer": "..."} using it. '
+            "Call a tool again only if you need different information."
+        )
     if extra:
         if wire and wire[0]["role"] == "system":
             wire[0] = {"role": "system", "content": wire[0]["content"] + "\n\n" + extra}
@@ -221,12 +227,19 @@ class LlamaCppModel(Model):
             hint = "raise llm.context_size or send less text" if "context" in message else None
             raise ModelRequestError(f"llama.cpp rejected the request: {message}", hint=hint)
 
-    def _parse(self, content: str, tools: Sequence[ToolDefinition], structured: bool) -> Part:
+    def _parse(
+        self, content: str, tools: Sequence[ToolDefinition], structured: bool, finish: str
+    ) -> Part:
         if not tools:
             return TextPart(text=content)
         try:
             reply = json.loads(content)
         except json.JSONDecodeError as e:
+            if finish == "length":
+                raise ModelRequestError(
+                    "the reply was cut off at max_tokens before its JSON was complete",
+                    hint="raise max_tokens, or ask for a shorter answer",
+                ) from e
             raise ModelRequestError(f"constrained output did not parse: {e}") from e
         if "tool" in reply:
             return ToolCallPart(
@@ -250,7 +263,7 @@ class LlamaCppModel(Model):
         self._check(result)
         choice = result["choices"][0]
         content = choice["message"].get("content") or ""
-        part = self._parse(content, tools, output_schema is not None)
+        part = self._parse(content, tools, output_schema is not None, choice.get("finish_reason"))
         finish = "tool_calls" if isinstance(part, ToolCallPart) else choice.get("finish_reason")
         usage = result.get("usage", {})
         return Response(
