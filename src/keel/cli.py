@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from keel.config import KeelSettings, load_settings
-from keel.errors import KeelError
+from keel.errors import DocumentError, KeelError
 
 if TYPE_CHECKING:
     from keel.graph.grounded import GroundedAnswer
@@ -248,6 +248,8 @@ def ask(
     """Answer QUESTION from the documents in --docs, with numbered citations."""
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    if not docs.exists():
+        raise DocumentError(f"document path does not exist: {docs}")
     settings = _settings(config, data_dir, model)
     if top_k is not None:
         settings.memory.top_k = top_k
@@ -358,7 +360,10 @@ def trace_list(
 
     settings = _settings(config, data_dir)
     store = SQLiteTraceStore(settings.trace_path)
-    for s in store.traces(limit):
+    summaries = store.traces(limit)
+    if not summaries:
+        err.print(f"no traces recorded yet in {settings.trace_path}", highlight=False)
+    for s in summaries:
         out.print(
             f"{s.trace_id[:12]}  {s.root_name:<28} {s.wall_time_s:7.2f} s  "
             f"{s.steps:3d} steps  {s.input_tokens + s.output_tokens:6d} tok  {s.status}",
