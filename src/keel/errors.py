@@ -11,12 +11,17 @@ __all__ = [
     "ConfigError",
     "DocumentError",
     "EmptyCorpusError",
+    "GraphDefinitionError",
+    "GraphError",
+    "GraphStepLimitError",
     "KeelError",
     "MissingDependencyError",
     "ModelError",
     "ModelNotFoundError",
     "ModelRequestError",
+    "NodeError",
     "OutputValidationError",
+    "RunNotFoundError",
     "StepLimitError",
     "StoreError",
     "ToolArgumentsError",
@@ -24,6 +29,20 @@ __all__ = [
     "ToolExecutionError",
     "ToolNotFoundError",
     "UnexpectedModelBehavior",
+    "RetryableToolError",
+    "SecretNotFoundError",
+    "ToolsLockError",
+    "SandboxError",
+    "SandboxInputError",
+    "SandboxUnavailableError",
+    "ModelUnavailableError",
+    "RateLimitError",
+    "ModelTimeoutError",
+    "CircuitOpenError",
+    "DeadlineExceededError",
+    "AllModelsFailedError",
+    "ContextOverflowError",
+    "SkillNotFoundError",
 ]
 
 
@@ -109,3 +128,111 @@ class AgentError(KeelError):
 
 class StepLimitError(AgentError):
     """An agent used its step budget without reaching a final answer."""
+
+
+class GraphError(KeelError):
+    """A graph run was given bad input or state, or could not continue."""
+
+
+class GraphDefinitionError(GraphError):
+    """A graph is malformed: unknown node in an edge, no entry point, a duplicate name."""
+
+
+class GraphStepLimitError(StepLimitError, GraphError):
+    """A graph run reached its ``max_steps`` without finishing."""
+
+
+class NodeError(GraphError):
+    """A node raised after its retries and has no fallback; the exception is the ``__cause__``."""
+
+
+class RunNotFoundError(GraphError):
+    """No checkpoint exists for the run id to resume."""
+
+
+class RetryableToolError(ToolExecutionError):
+    """A tool failed in a way that may pass if tried again (a 503, a dropped connection).
+
+    Raise it from a tool handler; the registry retries it with backoff. ``retry_after`` (seconds)
+    is a lower bound on the wait when the remote side said how long to wait.
+    """
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class SecretNotFoundError(KeelError):
+    """A secret a tool needs is not available from the configured provider (names only)."""
+
+
+class ToolsLockError(ToolError):
+    """The tool registry does not match the committed lock file (a schema changed, no bump)."""
+
+
+class SandboxError(KeelError):
+    """Sandboxed code execution could not be set up or run (not: the code itself failed)."""
+
+
+class SandboxUnavailableError(SandboxError):
+    """The sandbox backend cannot run on this machine (e.g. bubblewrap is not installed)."""
+
+
+class SandboxInputError(SandboxError):
+    """A sandbox run was given invalid input (a file name outside the workspace, bad limits)."""
+
+
+class ModelUnavailableError(ModelRequestError):
+    """The model endpoint could not answer now (5xx, dropped connection, malformed or cut-off
+    reply); the same request may pass if tried again or sent to another model.
+
+    ``status`` is the HTTP status when there was one; ``retry_after`` (seconds) is the wait the
+    server asked for, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RateLimitError(ModelUnavailableError):
+    """The provider refused the call for now (HTTP 429); ``retry_after`` says when to come back."""
+
+
+class ModelTimeoutError(ModelUnavailableError):
+    """A model call took longer than its timeout and was abandoned."""
+
+
+class CircuitOpenError(ModelUnavailableError):
+    """A model's circuit breaker is open after repeated failures, so it was not called."""
+
+
+class DeadlineExceededError(ModelError):
+    """The overall deadline of a piece of work passed; no further model call is attempted."""
+
+
+class AllModelsFailedError(ModelUnavailableError):
+    """Every model of a fallback chain failed; ``errors`` holds each model's error in order."""
+
+    def __init__(self, message: str, *, errors: list[BaseException]) -> None:
+        super().__init__(message, hint="check each model's endpoint, or add another fallback")
+        self.errors = errors
+
+
+class ContextOverflowError(KeelError):
+    """What must go into a prompt (system prompt, plan, the current request) cannot fit the
+    model's context window, even after history, memory and tool results were cut."""
+
+
+class SkillNotFoundError(StoreError):
+    """No skill of that name (or no such version of it) is in procedural memory."""

@@ -1,0 +1,196 @@
+"""The agent loop as a graph: model -> tools -> model, with a stop the model cannot argue with.
+
+The number of model turns and the tokens spent live in the state, and a router (not the model)
+ends the run when either runs out, so no reply can extend it. Tool calls that have side effects
+are journalled (a resumed run does not repeat them); calls to tools that require approval pause
+the run until a human answers ``{"approved": bool, "arguments": {...} (optional)}``. A model that
+keeps failing after its retries ends the run with a structured error instead of an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Collection, Sequence
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from keel.errors import ToolNotFoundError
+from keel.graph.builder import END, START, Graph, RetryPolicy
+from keel.graph.runtime import RunContext, has_side_effect
+from keel.graph.state import GraphState, append
+from keel.llm.base import Model
+from keel.llm.messages import (
+    AssistantMessage,
+    Message,
+    ModelSettings,
+    ResponseDone,
+    SystemMessage,
+    TextDelta,
+    ToolCallPart,
+    ToolMessage,
+    Usage,
+    UserMessage,
+)
+from keel.tools.registry import ToolRegistry
+
+__all__ = ["AgentState", "agent_graph", "conversation"]
+
+
+class AgentState(GraphState):
+    """The conversation, turns taken, tokens spent, and why the run stopped."""
+
+    messages: Annotated[list[Message], append] = Field(default_factory=list)
+    turns: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    output: str = ""
+    stopped: str = ""
+    """``answer``, ``max_turns``, ``budget`` or ``model_error``."""
+
+
+def agent_graph(
+    model: Model,
+    tools: ToolRegistry | None = None,
+    *,
+    max_turns: int = 8,
+    token_budget: int | None = None,
+    approve: Collection[str] = (),
+    settings: ModelSettings | None = None,
+    model_retry: RetryPolicy | None = None,
+    name: str = "agent",
+) -> Graph[AgentState]:
+    """Build the loop; ``compile()`` it (with a checkpointer for durability) and run it with
+    ``{"messages": [...]}``. ``approve`` names tools a human must approve before each call."""
+    if max_turns < 1:
+        raise ValueError("max_turns must be at least 1")
+    registry = tools if tools is not None else ToolRegistry()
+    definitions = registry.definitions()
+
+    async def call_model(state: AgentState, ctx: RunContext) -> dict[str, Any]:
+        if ctx.streaming:
+            response = None
+            async for event in model.stream(state.messages, tools=definitions, settings=settings):
+                if isinstance(event, TextDelta):
+                    ctx.emit("token", event.text)
+                elif isinstance(event, ResponseDone):
+                    response = event.response
+            if response is None:
+                raise RuntimeError(f"{model.name} ended its stream without a response")
+        else:
+            response = await model.request(state.messages, tools=definitions, settings=settings)
+        update: dict[str, Any] = {
+            "messages": [response.message],
+            "turns": state.turns + 1,
+            "usage": state.usage + response.usage,
+        }
+        if not response.message.tool_calls:
+            update.update(output=response.message.text, stopped="answer")
+        return update
+
+    def after_model(state: AgentState) -> str:
+        if state.stopped:
+            return END
+        if token_budget is not None and state.usage.total_tokens >= token_budget:
+            return "stop_budget"
+        if state.turns >= max_turns:
+            return "stop_turns"
+        return "tools"
+
+    async def run_tools(state: AgentState, ctx: RunContext) -> dict[str, Any]:
+        last = state.messages[-1]
+        calls = last.tool_calls if isinstance(last, AssistantMessage) else []
+        for call in calls:
+            ctx.emit("tool_call", call)
+        decided: list[ToolCallPart | ToolMessage] = []
+        for call in calls:  # ask for approvals one by one, before anything runs
+            decided.append(await _approve(call, registry, approve, ctx))
+
+        async def settle(d: ToolCallPart | ToolMessage) -> ToolMessage:
+            return d if isinstance(d, ToolMessage) else await _execute(d, registry, ctx)
+
+        results = await asyncio.gather(*(settle(d) for d in decided))
+        for r in results:
+            ctx.emit("tool_result", r)
+        return {"messages": list(results)}
+
+    def give_up(state: AgentState) -> dict[str, Any]:
+        failure = state.errors[-1]
+        return {"stopped": "model_error", "output": f"error: {failure.type}: {failure.message}"}
+
+    def stop_turns(state: AgentState) -> dict[str, Any]:
+        return {"stopped": "max_turns"}
+
+    def stop_budget(state: AgentState) -> dict[str, Any]:
+        return {"stopped": "budget"}
+
+    graph = Graph(AgentState, name=name)
+    graph.add_node("model", call_model, retry=model_retry, fallback="give_up")
+    graph.add_node("tools", run_tools)
+    graph.add_node("give_up", give_up)
+    graph.add_node("stop_turns", stop_turns)
+    graph.add_node("stop_budget", stop_budget)
+    graph.add_edge(START, "model")
+    graph.add_conditional_edges("model", after_model, ["tools", "stop_turns", "stop_budget", END])
+    graph.add_edge("tools", "model")
+    for node in ("give_up", "stop_turns", "stop_budget"):
+        graph.add_edge(node, END)
+    return graph
+
+
+def _lookup(registry: ToolRegistry, name: str) -> Any:
+    try:
+        return registry.get(name)
+    except ToolNotFoundError:
+        return None
+
+
+def _needs_approval(registry: ToolRegistry, approve: Collection[str], name: str) -> bool:
+    tool = _lookup(registry, name)
+    return name in approve or bool(getattr(tool, "requires_approval", False))
+
+
+def _journalled(registry: ToolRegistry, name: str) -> bool:
+    """Whether a call has side effects: declared in the tools layer or marked ``@side_effect``."""
+    tool = _lookup(registry, name)
+    if tool is None:
+        return False
+    return bool(getattr(tool, "has_side_effects", False)) or has_side_effect(tool.handler)
+
+
+async def _approve(
+    call: ToolCallPart, registry: ToolRegistry, approve: Collection[str], ctx: RunContext
+) -> ToolCallPart | ToolMessage:
+    """The call to run (maybe with edited arguments), or a ``denied`` result for the model."""
+    if not _needs_approval(registry, approve, call.name):
+        return call
+    answer = await ctx.interrupt({"tool": call.name, "arguments": call.arguments, "id": call.id})
+    if not isinstance(answer, dict) or not answer.get("approved"):
+        reason = answer.get("reason", "") if isinstance(answer, dict) else ""
+        message = f"a human did not approve this call to {call.name}" + (
+            f": {reason}" if reason else ""
+        )
+        content = json.dumps({"error": {"type": "denied", "message": message}})
+        return ToolMessage(tool_call_id=call.id, name=call.name, content=content, is_error=True)
+    arguments = answer.get("arguments")
+    return call.model_copy(update={"arguments": arguments}) if isinstance(arguments, dict) else call
+
+
+async def _execute(call: ToolCallPart, registry: ToolRegistry, ctx: RunContext) -> ToolMessage:
+    async def run() -> ToolMessage:
+        return (await registry.call(call)).to_message()
+
+    if _journalled(registry, call.name):
+        result: ToolMessage = await ctx.effect(run, result_type=ToolMessage)
+        return result
+    return await run()
+
+
+def conversation(prompt: str | Sequence[Message], system_prompt: str = "") -> list[Message]:
+    """The opening messages for ``agent_graph``: an optional system prompt and the user's turn."""
+    messages: list[Message] = [SystemMessage(content=system_prompt)] if system_prompt else []
+    if isinstance(prompt, str):
+        messages.append(UserMessage(content=prompt))
+    else:
+        messages.extend(prompt)
+    return messages
