@@ -112,20 +112,27 @@ async def test_invalid_arguments_never_reach_the_handler(
 async def test_unknown_tool_timeout_and_handler_error_are_structured() -> None:
     registry = make_registry()
     unknown = await registry.call(call("nope"))
-    assert unknown.error == {
-        "type": "unknown_tool",
-        "message": "no tool named 'nope'; available: broken, slow, stuck, weather",
-    }
+    assert unknown.error is not None
+    assert unknown.error["type"] == "unknown_tool"
+    assert (
+        unknown.error["message"] == "no tool named 'nope'; available: broken, slow, stuck, weather"
+    )
+    assert unknown.error["retryable"] is False
     timed_out = await registry.call(call("stuck"))
     assert timed_out.error is not None and timed_out.error["type"] == "timeout"
     failed = await registry.call(call("broken", x=3))
-    assert failed.error == {"type": "tool_error", "message": "ValueError: cannot handle 3"}
+    assert failed.error == {
+        "type": "tool_error",
+        "message": "ValueError: cannot handle 3",
+        "retryable": False,
+    }
+    assert failed.failure is not None and failed.failure.kind == "tool_error"
 
 
 def test_registration_errors() -> None:
     registry = make_registry()
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(lambda city: city, name="weather")
+        registry.register(lambda city: city, name="weather", version="2.0.0")
     with pytest.raises(ValueError, match="tool name"):
         registry.register(lambda: 1, name="has space")
 

@@ -1,5 +1,86 @@
-"""Tools: typed Python functions a model may call, validated before they run."""
+"""Tools: typed Python functions a model may call, versioned, validated and contained.
 
-from keel.tools.registry import Tool, ToolRegistry, ToolResult
+Names are imported on first use, so ``import keel.tools`` stays cheap.
+"""
 
-__all__ = ["Tool", "ToolRegistry", "ToolResult"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel.tools.base import Effect, Tool, ToolFailure, ToolResult
+    from keel.tools.registry import ToolRegistry
+    from keel.tools.resilience import (
+        CircuitBreaker,
+        InProcessRateLimits,
+        RateLimit,
+        RateLimitBackend,
+        RetryPolicy,
+        ToolPolicy,
+    )
+    from keel.tools.secrets import (
+        CachedSecretProvider,
+        ChainSecretProvider,
+        EnvSecretProvider,
+        FileSecretProvider,
+        RedactingFilter,
+        Redactor,
+        Secret,
+        SecretProvider,
+    )
+    from keel.tools.vault import VaultSecretProvider
+
+__all__ = [
+    "CachedSecretProvider",
+    "ChainSecretProvider",
+    "CircuitBreaker",
+    "Effect",
+    "EnvSecretProvider",
+    "FileSecretProvider",
+    "InProcessRateLimits",
+    "RateLimit",
+    "RateLimitBackend",
+    "RedactingFilter",
+    "Redactor",
+    "RetryPolicy",
+    "Secret",
+    "SecretProvider",
+    "Tool",
+    "ToolFailure",
+    "ToolPolicy",
+    "ToolRegistry",
+    "ToolResult",
+    "VaultSecretProvider",
+]
+
+_WHERE = {
+    "CachedSecretProvider": "keel.tools.secrets",
+    "InProcessRateLimits": "keel.tools.resilience",
+    "RateLimitBackend": "keel.tools.resilience",
+    "ChainSecretProvider": "keel.tools.secrets",
+    "CircuitBreaker": "keel.tools.resilience",
+    "Effect": "keel.tools.base",
+    "EnvSecretProvider": "keel.tools.secrets",
+    "FileSecretProvider": "keel.tools.secrets",
+    "RateLimit": "keel.tools.resilience",
+    "RedactingFilter": "keel.tools.secrets",
+    "Redactor": "keel.tools.secrets",
+    "RetryPolicy": "keel.tools.resilience",
+    "Secret": "keel.tools.secrets",
+    "SecretProvider": "keel.tools.secrets",
+    "Tool": "keel.tools.base",
+    "ToolFailure": "keel.tools.base",
+    "ToolPolicy": "keel.tools.resilience",
+    "ToolRegistry": "keel.tools.registry",
+    "ToolResult": "keel.tools.base",
+    "VaultSecretProvider": "keel.tools.vault",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'keel.tools' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

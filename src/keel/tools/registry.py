@@ -1,111 +1,83 @@
-"""A registry of typed Python functions that a model may call.
+"""A registry of typed Python functions that a model may call, several versions of each.
 
-A tool's JSON schema comes from its type hints and docstring; each tool has a name, a version and
-a schema hash. A call is validated before the handler runs, and every failure (unknown tool, bad
-arguments, a handler that raised or timed out) comes back as a ``ToolResult`` with a structured
-error the model can read, never as an exception that ends the run.
+A tool's JSON schema comes from its type hints and docstring; each tool has a name, a semantic
+version and a schema hash, declared effects and the secrets it needs. A call is validated before
+the handler runs, and every failure (unknown tool, bad arguments, a handler that raised, hung or
+returned something unusable) comes back as a ``ToolResult`` with a structured error the model can
+read, never as an exception that ends the run.
+
+Views compose: ``select``, ``filter``, ``prefix``, ``rename`` and ``require_approval`` each return
+a new registry over the same tools (sharing their rate limits and breakers), so an agent is given
+exactly the tools, versions and names it should see.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import inspect
-import json
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import dataclasses
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, overload
 
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
-from pydantic import BaseModel, ValidationError
 
 from keel.errors import ToolNotFoundError
-from keel.llm.messages import ToolCallPart, ToolDefinition, ToolMessage
+from keel.llm.messages import ToolCallPart, ToolDefinition
 from keel.observe import semconv as sc
-from keel.tools.schema import arguments_model, parse_docstring
+from keel.tools.base import Effect, Tool, ToolFailure, ToolResult, parse_version
+from keel.tools.executor import CallSettings, execute
+from keel.tools.resilience import ToolPolicy
+from keel.tools.schema import arguments_model, parse_docstring, secret_parameters
+from keel.tools.secrets import Redactor, SecretProvider
 
 __all__ = ["Tool", "ToolRegistry", "ToolResult"]
 
 _tracer = trace.get_tracer("keel.tools")
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+Version = tuple[int, int, int]
 
 
-@dataclass(frozen=True)
-class Tool:
-    """A registered function, with what a model needs to call it."""
-
-    name: str
-    description: str
-    version: str
-    arguments: type[BaseModel]
-    handler: Callable[..., Any]
-    examples: tuple[dict[str, Any], ...] = ()
-    timeout: float | None = None
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        """The JSON schema of the arguments."""
-        schema = self.arguments.model_json_schema()
-        schema.pop("title", None)
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
-        return schema
-
-    @property
-    def schema_hash(self) -> str:
-        """A short hash of name, version and schema: changes whenever the contract does."""
-        canonical = json.dumps([self.name, self.version, self.parameters], sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-    def definition(self) -> ToolDefinition:
-        return ToolDefinition(
-            name=self.name,
-            description=self.description,
-            parameters=self.parameters,
-            examples=self.examples,
-        )
+def _check_name(name: str) -> None:
+    if not name or not set(name) <= _NAME_OK or len(name) > 64:
+        raise ValueError(f"tool name {name!r}: use 1-64 letters, digits, '_' or '-'")
 
 
-@dataclass(frozen=True)
-class ToolResult:
-    """The outcome of one call; ``error`` is set (and ``value`` is None) when it failed."""
-
-    call_id: str
-    name: str
-    value: Any = None
-    error: dict[str, str] | None = None
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def content(self) -> str:
-        """The result as text for the model: the value (JSON where possible) or the error."""
-        if self.error is not None:
-            return json.dumps({"error": self.error})
-        if isinstance(self.value, str):
-            return self.value
-        if isinstance(self.value, BaseModel):
-            return self.value.model_dump_json()
-        try:
-            return json.dumps(self.value, default=str)
-        except (TypeError, ValueError):
-            return str(self.value)
-
-    def to_message(self) -> ToolMessage:
-        return ToolMessage(
-            tool_call_id=self.call_id, name=self.name, content=self.content(), is_error=not self.ok
-        )
+def _effects(effects: Effect | str | Iterable[Effect | str] | None) -> frozenset[Effect]:
+    if effects is None:
+        return frozenset()
+    if isinstance(effects, str):
+        effects = [effects]
+    return frozenset(Effect(e) for e in effects)
 
 
 class ToolRegistry:
-    """Tools by name. Register with ``@registry.tool`` or ``registry.register(fn)``."""
+    """Tools by name and version. Register with ``@registry.tool`` or ``registry.register(fn)``.
 
-    def __init__(self) -> None:
-        self._tools: dict[str, Tool] = {}
+    ``secrets`` provides the values of secret parameters at call time; ``default_timeout`` bounds
+    a tool that sets none; ``max_result_chars`` bounds the text of a result the model sees.
+    """
+
+    def __init__(
+        self,
+        *,
+        secrets: SecretProvider | None = None,
+        default_timeout: float | None = 60.0,
+        max_result_chars: int = 20_000,
+    ) -> None:
+        self._versions: dict[str, dict[Version, Tool]] = {}
+        self._pins: dict[str, Version] = {}
+        self.settings = CallSettings(
+            secrets=secrets,
+            redactor=Redactor(),
+            default_timeout=default_timeout,
+            max_result_chars=max_result_chars,
+            rng=random.Random(),
+        )
+
+    @property
+    def redactor(self) -> Redactor:
+        """Knows every secret value this registry has handed to a tool, to scrub them from text."""
+        return self.settings.redactor
 
     @overload
     def tool(self, function: Callable[..., Any], /) -> Callable[..., Any]: ...
@@ -118,6 +90,10 @@ class ToolRegistry:
         description: str | None = None,
         examples: Iterable[Mapping[str, Any]] = (),
         timeout: float | None = None,
+        effects: Effect | str | Iterable[Effect | str] | None = None,
+        secrets: Iterable[str] = (),
+        requires_approval: bool = False,
+        policy: ToolPolicy | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
     def tool(
@@ -129,6 +105,10 @@ class ToolRegistry:
         description: str | None = None,
         examples: Iterable[Mapping[str, Any]] = (),
         timeout: float | None = None,
+        effects: Effect | str | Iterable[Effect | str] | None = None,
+        secrets: Iterable[str] = (),
+        requires_approval: bool = False,
+        policy: ToolPolicy | None = None,
     ) -> Any:
         """Decorator form of ``register``; returns the function unchanged."""
 
@@ -140,6 +120,10 @@ class ToolRegistry:
                 description=description,
                 examples=examples,
                 timeout=timeout,
+                effects=effects,
+                secrets=secrets,
+                requires_approval=requires_approval,
+                policy=policy,
             )
             return fn
 
@@ -154,16 +138,28 @@ class ToolRegistry:
         description: str | None = None,
         examples: Iterable[Mapping[str, Any]] = (),
         timeout: float | None = None,
+        effects: Effect | str | Iterable[Effect | str] | None = None,
+        secrets: Iterable[str] = (),
+        requires_approval: bool = False,
+        policy: ToolPolicy | None = None,
     ) -> Tool:
-        """Add ``function`` as a tool; raises ``ValueError`` on a duplicate or bad name."""
+        """Add ``function`` as a tool; raises ``ValueError`` on a duplicate name@version.
+
+        ``effects`` declares what a call may do (``Effect``); undeclared counts as side-effecting.
+        ``secrets`` names secrets the tool needs besides its ``Secret``-annotated parameters.
+        ``policy`` sets retries, rate limit, circuit breaker, concurrency and result size.
+        """
         tool_name = name or function.__name__
-        if not tool_name or not set(tool_name) <= _NAME_OK or len(tool_name) > 64:
-            raise ValueError(f"tool name {tool_name!r}: use 1-64 letters, digits, '_' or '-'")
-        if tool_name in self._tools:
-            raise ValueError(f"a tool named {tool_name!r} is already registered")
+        _check_name(tool_name)
+        if parse_version(version) in self._versions.get(tool_name, {}):
+            raise ValueError(f"a tool named {tool_name!r} version {version} is already registered")
         arguments = arguments_model(function, f"{tool_name}_arguments")
+        injected = secret_parameters(function)
         summary, _ = parse_docstring(function.__doc__)
         checked = tuple(arguments.model_validate(ex).model_dump(mode="json") for ex in examples)
+        needed = tuple(dict.fromkeys([*injected.values(), *secrets]))
+        policy = policy if policy is not None else ToolPolicy()
+        policy.key = policy.key or f"{tool_name}@{version}"
         tool = Tool(
             name=tool_name,
             description=description if description is not None else summary,
@@ -172,74 +168,179 @@ class ToolRegistry:
             handler=function,
             examples=checked,
             timeout=timeout,
+            effects=_effects(effects),
+            secrets=needed,
+            secret_parameters=tuple(injected.items()),
+            requires_approval=requires_approval,
+            policy=policy,
         )
-        self._tools[tool_name] = tool
+        return self.add(tool)
+
+    def add(self, tool: Tool) -> Tool:
+        """Add a ready-made ``Tool`` (from another registry, an MCP server, a view)."""
+        _check_name(tool.name)
+        versions = self._versions.setdefault(tool.name, {})
+        if tool.semver in versions:
+            raise ValueError(
+                f"a tool named {tool.name!r} version {tool.version} is already registered"
+            )
+        versions[tool.semver] = tool
         return tool
 
-    def get(self, name: str) -> Tool:
-        try:
-            return self._tools[name]
-        except KeyError:
-            raise ToolNotFoundError(self._unknown(name)) from None
+    # Lookup --------------------------------------------------------------------------------
+
+    def get(self, name: str, version: str | None = None) -> Tool:
+        """The tool ``name`` at ``version`` (or ``name@version``); latest (or pinned) if none."""
+        if version is None and "@" in name:
+            name, version = name.split("@", 1)
+        versions = self._versions.get(name)
+        if not versions:
+            raise ToolNotFoundError(self._unknown(name))
+        if version is None:
+            pinned = self._pins.get(name)
+            return versions[pinned if pinned is not None else max(versions)]
+        found = versions.get(parse_version(version))
+        if found is None:
+            have = ", ".join(t.version for _, t in sorted(versions.items()))
+            raise ToolNotFoundError(f"tool {name!r} has no version {version}; registered: {have}")
+        return found
+
+    def versions(self, name: str) -> list[Tool]:
+        """Every registered version of ``name``, oldest first."""
+        if name not in self._versions:
+            raise ToolNotFoundError(self._unknown(name))
+        return [t for _, t in sorted(self._versions[name].items())]
+
+    def tools(self) -> list[Tool]:
+        """One tool per name, the version a call would use (pinned, else latest), by name."""
+        return [self.get(name) for name in sorted(self._versions)]
+
+    def all_versions(self) -> list[Tool]:
+        return [t for name in sorted(self._versions) for t in self.versions(name)]
 
     def _unknown(self, name: str) -> str:
-        return f"no tool named {name!r}; available: {', '.join(sorted(self._tools)) or 'none'}"
+        return f"no tool named {name!r}; available: {', '.join(sorted(self._versions)) or 'none'}"
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return name in self._versions
 
     def __len__(self) -> int:
-        return len(self._tools)
+        return len(self._versions)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self.tools())
 
     def definitions(self) -> list[ToolDefinition]:
-        return [t.definition() for t in self._tools.values()]
+        return [t.definition() for t in self.tools()]
+
+    # Views ---------------------------------------------------------------------------------
+
+    def _view(
+        self, tools: Iterable[Tool], pins: Mapping[str, Version] | None = None
+    ) -> ToolRegistry:
+        view = ToolRegistry.__new__(ToolRegistry)
+        view._versions = {}
+        view._pins = dict(pins or {})
+        view.settings = self.settings
+        for tool in tools:
+            view.add(tool)
+        return view
+
+    def select(self, *refs: str) -> ToolRegistry:
+        """Only the named tools; ``name@version`` pins that version (what an agent is given)."""
+        chosen: list[Tool] = []
+        pins: dict[str, Version] = {}
+        for ref in refs:
+            tool = self.get(ref)
+            chosen.extend(self.versions(tool.name))
+            if "@" in ref:
+                pins[tool.name] = tool.semver
+            elif tool.name in self._pins:
+                pins[tool.name] = self._pins[tool.name]
+        return self._view(chosen, pins)
+
+    def pin(self, name: str, version: str) -> ToolRegistry:
+        """A view where calls to ``name`` use ``version`` instead of the latest."""
+        tool = self.get(name, version)
+        return self._view(self.all_versions(), {**self._pins, name: tool.semver})
+
+    def filter(self, keep: Callable[[Tool], bool]) -> ToolRegistry:
+        """A view with the tools for which ``keep(tool)`` is true (judged per version)."""
+        kept = [t for t in self.all_versions() if keep(t)]
+        names = {t.name for t in kept}
+        pins = {n: v for n, v in self._pins.items() if n in names}
+        return self._view(kept, pins)
+
+    def prefix(self, prefix: str) -> ToolRegistry:
+        """A view with every name prefixed (to combine toolsets whose names collide)."""
+        return self.rename({t.name: prefix + t.name for t in self.tools()})
+
+    def rename(self, names: Mapping[str, str]) -> ToolRegistry:
+        """A view with tools renamed (``{"old": "new"}``); others keep their names."""
+        for old in names:
+            if old not in self._versions:
+                raise ToolNotFoundError(self._unknown(old))
+        moved = [
+            dataclasses.replace(t, name=names.get(t.name, t.name)) for t in self.all_versions()
+        ]
+        pins = {names.get(n, n): v for n, v in self._pins.items()}
+        return self._view(moved, pins)
+
+    def require_approval(
+        self, which: Iterable[str] | Callable[[Tool], bool] | None = None
+    ) -> ToolRegistry:
+        """A view where the chosen tools (all, by default) declare ``requires_approval``.
+
+        ``which`` is tool names or a predicate, e.g. ``lambda t: t.has_side_effects``. The
+        registry only declares it; the graph and guard layers ask a human before such a call.
+        """
+        if which is None:
+            chosen: Callable[[Tool], bool] = lambda t: True  # noqa: E731
+        elif callable(which):
+            chosen = which
+        else:
+            names = set(which)
+            chosen = lambda t: t.name in names  # noqa: E731
+        flagged = [
+            dataclasses.replace(t, requires_approval=True) if chosen(t) else t
+            for t in self.all_versions()
+        ]
+        return self._view(flagged, self._pins)
+
+    def include(self, *others: ToolRegistry) -> ToolRegistry:
+        """A new registry with this one's tools and the others'; a name@version clash raises."""
+        view = self._view(self.all_versions(), self._pins)
+        for other in others:
+            for tool in other.all_versions():
+                view.add(tool)
+            view._pins.update(other._pins)
+        return view
+
+    # Calls ---------------------------------------------------------------------------------
 
     async def call(self, call: ToolCallPart) -> ToolResult:
         """Validate and run one call; every failure becomes a structured error in the result."""
-        with _tracer.start_as_current_span(f"execute_tool {call.name}") as span:
-            span.set_attribute(sc.GEN_AI_OPERATION_NAME, sc.OPERATION_EXECUTE_TOOL)
-            span.set_attribute(sc.GEN_AI_TOOL_NAME, call.name)
-            span.set_attribute(sc.GEN_AI_TOOL_CALL_ID, call.id)
-            result = await self._call(call)
+        attributes = {
+            sc.GEN_AI_OPERATION_NAME: sc.OPERATION_EXECUTE_TOOL,
+            sc.GEN_AI_TOOL_NAME: call.name,
+            sc.GEN_AI_TOOL_CALL_ID: call.id,
+        }
+        with _tracer.start_as_current_span(
+            f"execute_tool {call.name}", attributes=attributes
+        ) as span:
+            try:
+                tool = self.get(call.name)
+            except ToolNotFoundError as e:
+                failure = ToolFailure(
+                    kind="unknown_tool",
+                    message=e.message,
+                    hint="call one of the available tools",
+                )
+                result = ToolResult(call.id, call.name, error=failure.as_dict())
+            else:
+                span.set_attribute(sc.KEEL_TOOL_VERSION, tool.version)
+                result = await execute(tool, call, self.settings)
             if result.error is not None:
                 span.set_attribute(sc.ERROR_TYPE, result.error["type"])
                 span.set_status(StatusCode.ERROR, result.error["message"][:200])
             return result
-
-    async def _call(self, call: ToolCallPart) -> ToolResult:
-        start = time.perf_counter()
-
-        def failed(kind: str, message: str) -> ToolResult:
-            error = {"type": kind, "message": message}
-            return ToolResult(call.id, call.name, error=error, duration_s=_since(start))
-
-        tool = self._tools.get(call.name)
-        if tool is None:
-            return failed("unknown_tool", self._unknown(call.name))
-        trace.get_current_span().set_attribute(sc.KEEL_TOOL_VERSION, tool.version)
-        try:
-            arguments = tool.arguments.model_validate(call.arguments)
-        except ValidationError as e:
-            return failed("invalid_arguments", _describe(e))
-        kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
-        try:
-            if inspect.iscoroutinefunction(tool.handler):
-                pending = tool.handler(**kwargs)
-            else:
-                pending = asyncio.to_thread(tool.handler, **kwargs)
-            value = await asyncio.wait_for(pending, tool.timeout)
-        except TimeoutError:
-            return failed("timeout", f"{tool.name} did not finish within {tool.timeout} s")
-        except Exception as e:
-            return failed("tool_error", f"{type(e).__name__}: {e}")
-        return ToolResult(call.id, call.name, value=value, duration_s=_since(start))
-
-
-def _since(start: float) -> float:
-    return time.perf_counter() - start
-
-
-def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in error.errors()
-    )
