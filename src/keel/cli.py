@@ -7,19 +7,17 @@ status; tracebacks are for bugs only.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from keel.config import KeelSettings, load_settings
-from keel.errors import DocumentError, KeelError
+from keel.console import err, fail_cleanly, out
+from keel.errors import DocumentError
 
 if TYPE_CHECKING:
     from keel.graph.grounded import GroundedAnswer
@@ -66,11 +64,8 @@ def _root(
     """Keel: agents that plan, remember, act and recover. Runs offline with an embedded model."""
 
 
-out = Console()
-err = Console(stderr=True)
-
-P = ParamSpec("P")
-R = TypeVar("R")
+# Kept as a name here for command modules written against ``keel.cli``.
+_fail_cleanly = fail_cleanly
 
 ModelOption = Annotated[
     str | None,
@@ -99,23 +94,6 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _fail_cleanly(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn Keel's expected errors into one line on stderr and exit status 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except KeelError as e:
-            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def _settings(
@@ -219,7 +197,7 @@ def _print_trace_summary(store: SQLiteTraceStore | None) -> None:
 
 
 @app.command()
-@_fail_cleanly
+@fail_cleanly
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer from the documents.")],
     docs: Annotated[
@@ -266,7 +244,7 @@ def ask(
 
 
 @app.command()
-@_fail_cleanly
+@fail_cleanly
 def demo(
     question: Annotated[
         str, typer.Option("--question", help="Ask something else of the demo corpus.")
@@ -275,8 +253,7 @@ def demo(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Answer a fixed question from the Solar System guide that ships with Keel, then show the
-    trace summary (steps, tokens, wall time)."""
+    """Answer a fixed question from the shipped Solar System guide, then show the trace summary."""
     corpus = Path(__file__).parent / "demo" / "corpus"
     out.print(f"Keel demo: a document-grounded agent over {corpus}", highlight=False)
     settings = _settings(config, data_dir, model)
@@ -291,7 +268,7 @@ def demo(
 
 
 @app.command()
-@_fail_cleanly
+@fail_cleanly
 def ingest(
     path: Annotated[Path, typer.Argument(help="A Markdown/text file or a folder of them.")],
     data_dir: DataDirOption = None,
@@ -314,7 +291,7 @@ def ingest(
 
 
 @app.command()
-@_fail_cleanly
+@fail_cleanly
 def doctor(
     model: ModelOption = None,
     data_dir: DataDirOption = None,
@@ -331,14 +308,14 @@ def doctor(
 
 
 @trace_app.command("last")
-@_fail_cleanly
+@fail_cleanly
 def trace_last(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
     """Print the most recent run as a tree, with durations and tokens."""
     _show_trace(None, data_dir, config)
 
 
 @trace_app.command("show")
-@_fail_cleanly
+@fail_cleanly
 def trace_show(
     trace_id: Annotated[str, typer.Argument(help="A trace id, or its first 6+ characters.")],
     data_dir: DataDirOption = None,
@@ -349,7 +326,7 @@ def trace_show(
 
 
 @trace_app.command("list")
-@_fail_cleanly
+@fail_cleanly
 def trace_list(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many traces.")] = 20,
     data_dir: DataDirOption = None,
@@ -383,6 +360,20 @@ def _show_trace(trace_id: str | None, data_dir: Path | None, config: Path | None
         raise StoreError(f"no traces recorded yet in {settings.trace_path}")
     out.print(render_trace(store.trace(trace_id)))
     out.print(render_summary(store.summary(trace_id)))
+
+
+def _mount_layer_commands() -> None:
+    """Each layer keeps its commands in its own module; they are mounted here."""
+    from keel.graph.cli import app as graph_app
+    from keel.tools.cli import app as tools_app
+    from keel.tools.mcp_cli import app as mcp_app
+
+    app.add_typer(graph_app, name="graph")
+    app.add_typer(tools_app, name="tools")
+    app.add_typer(mcp_app, name="mcp")
+
+
+_mount_layer_commands()
 
 
 def main() -> None:

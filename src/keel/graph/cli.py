@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keel.cli import _fail_cleanly
+from keel.console import fail_cleanly
 from keel.errors import GraphError
 from keel.graph.builder import Graph
 from keel.graph.engine import CompiledGraph
@@ -56,7 +56,7 @@ def load_graph(target: str) -> Graph[Any]:
 
 
 @app.command("show")
-@_fail_cleanly
+@fail_cleanly
 def show(
     target: Annotated[
         str,

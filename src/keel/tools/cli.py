@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _fail_cleanly
+from keel.console import fail_cleanly
 from keel.errors import ToolsLockError
 from keel.tools.lockfile import (
     DEFAULT_LOCK_FILE,
@@ -48,7 +48,7 @@ LockOption = Annotated[
 
 
 @app.command("list")
-@_fail_cleanly
+@fail_cleanly
 def list_tools(
     registry: RegistryOption,
     all_versions: Annotated[
@@ -68,7 +68,7 @@ def list_tools(
 
 
 @app.command()
-@_fail_cleanly
+@fail_cleanly
 def show(
     name: Annotated[str, typer.Argument(help="The tool, as NAME or NAME@VERSION.")],
     registry: RegistryOption,
@@ -91,7 +91,7 @@ def show(
 
 
 @app.command()
-@_fail_cleanly
+@fail_cleanly
 def diff(
     name: Annotated[str, typer.Argument(help="The tool's name.")],
     old: Annotated[str, typer.Argument(help="The older version, e.g. 1.0.0.")],
@@ -108,7 +108,7 @@ def diff(
 
 
 @app.command()
-@_fail_cleanly
+@fail_cleanly
 def check(registry: RegistryOption, lock: LockOption = Path(DEFAULT_LOCK_FILE)) -> None:
     """Fail (exit 1) when a tool's schema changed without a version bump, or is not locked."""
     report = check_lock(load_registry(registry), lock)
@@ -122,7 +122,7 @@ def check(registry: RegistryOption, lock: LockOption = Path(DEFAULT_LOCK_FILE)) 
 
 
 @app.command("lock")
-@_fail_cleanly
+@fail_cleanly
 def lock_command(
     registry: RegistryOption,
     lock: LockOption = Path(DEFAULT_LOCK_FILE),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from keel.cli import _fail_cleanly
+from keel.console import fail_cleanly
 from keel.tools.cli import RegistryOption
 from keel.tools.lockfile import load_registry
 
@@ -26,7 +26,7 @@ def _group() -> None:
 
 
 @app.command()
-@_fail_cleanly
+@fail_cleanly
 def serve(
     registry: RegistryOption,
     http: Annotated[
