@@ -365,12 +365,14 @@ def _show_trace(trace_id: str | None, data_dir: Path | None, config: Path | None
 def _mount_layer_commands() -> None:
     """Each layer keeps its commands in its own module; they are mounted here."""
     from keel.graph.cli import app as graph_app
+    from keel.sandbox.cli import app as sandbox_app
     from keel.tools.cli import app as tools_app
     from keel.tools.mcp_cli import app as mcp_app
 
     app.add_typer(graph_app, name="graph")
     app.add_typer(tools_app, name="tools")
     app.add_typer(mcp_app, name="mcp")
+    app.add_typer(sandbox_app, name="sandbox")
 
 
 _mount_layer_commands()

@@ -130,12 +130,28 @@ async def _check_tools(settings: KeelSettings) -> Check:
     return Check("tools", "in-process registry", ok, "validated a good and a bad call")
 
 
+async def _check_sandbox(settings: KeelSettings) -> Check:
+    from keel.sandbox import BubblewrapSandbox
+    from keel.sandbox.cgroup import cgroups_available
+    from keel.sandbox.seccomp import seccomp_available
+
+    result = await BubblewrapSandbox().run("print(6 * 7)")
+    ok = result.exit_code == 0 and result.stdout.strip() == b"42"
+    extras = [
+        "seccomp on" if seccomp_available() else "no seccomp (pip install 'keel[sandbox]')",
+        "cgroup limits on" if cgroups_available() else "no cgroups: memory capped as rlimit",
+    ]
+    detail = f"ran print(6 * 7) isolated in {result.usage.wall_time_s * 1000:.0f} ms; "
+    return Check("sandbox", "bubblewrap (namespaces, no network)", ok, detail + ", ".join(extras))
+
+
 _CHECKS: dict[str, tuple[Callable[[KeelSettings], Awaitable[Check]], str, str]] = {
     "llm": (_check_llm, "llama.cpp", EMBEDDED_INSTALL),
     "embeddings": (_check_embeddings, "all-MiniLM-L6-v2 int8 (onnxruntime)", EMBEDDED_INSTALL),
     "vector memory": (_check_vectors, "SQLite + faiss (embedded)", "pip install 'keel[faiss]'"),
     "tracing": (_check_traces, "local SQLite trace store", ""),
     "tools": (_check_tools, "in-process registry", ""),
+    "sandbox": (_check_sandbox, "bubblewrap", "apt-get install bubblewrap"),
 }
 
 
