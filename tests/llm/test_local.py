@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def model() -> LlamaCppModel:
-    return LlamaCppModel(context_size=1024, threads=2, max_tokens=48)
+    return LlamaCppModel(context_size=1024, threads=1, max_tokens=48)
 
 
 async def test_generates_text_with_usage(model: LlamaCppModel) -> None:

@@ -18,6 +18,7 @@ from keel.llm.messages import (
     ToolCallDelta,
     ToolDefinition,
 )
+from keel.llm.tokens import estimate_message_tokens, estimate_tokens
 
 __all__ = ["Model"]
 
@@ -76,6 +77,22 @@ class Model(ABC):
                 )
                 index += 1
         yield ResponseDone(response=response)
+
+    @property
+    def context_window(self) -> int | None:
+        """Tokens the model accepts in one call (prompt plus answer), when known."""
+        return None
+
+    async def count_text_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes for this model; the default is a documented high estimate."""
+        return estimate_tokens(text)
+
+    async def count_tokens(
+        self, messages: Sequence[Message], *, tools: Sequence[ToolDefinition] = ()
+    ) -> int:
+        """Tokens the prompt for ``messages`` takes, template included (an estimate by default)."""
+        extra = sum(estimate_tokens(json.dumps(t.model_dump())) for t in tools)
+        return estimate_message_tokens(messages) + extra
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most models hold nothing
         """Release what the model holds (weights, connections)."""

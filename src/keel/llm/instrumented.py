@@ -2,7 +2,7 @@
 
 Spans go through the OpenTelemetry API only, so this costs nothing until a tracer provider is
 configured (``keel.observe.setup_tracing``). Message contents are not recorded: prompts may hold
-user data, and traces are kept.
+user data, and traces are kept. With a ``PriceTable`` the span also carries the call's cost.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, StatusCode
+from opentelemetry.trace import Span, StatusCode, TracerProvider
 
 from keel.llm.base import Model
+from keel.llm.cost import PriceTable
 from keel.llm.messages import (
     Message,
     ModelSettings,
@@ -22,6 +23,7 @@ from keel.llm.messages import (
     StreamEvent,
     ToolDefinition,
 )
+from keel.llm.wrapper import WrapperModel
 from keel.observe import semconv as sc
 
 __all__ = ["InstrumentedModel"]
@@ -29,19 +31,29 @@ __all__ = ["InstrumentedModel"]
 _tracer = trace.get_tracer("keel.llm")
 
 
-class InstrumentedModel(Model):
-    """Records one ``chat {model}`` span per call, with settings, usage and finish reason."""
+class InstrumentedModel(WrapperModel):
+    """Records one ``chat {model}`` span per call, with settings, usage, cost and finish reason.
 
-    def __init__(self, model: Model, *, provider: str = "keel") -> None:
-        self.wrapped = model
+    ``tracer_provider`` defaults to the global one; ``prices`` adds ``keel.cost.usd``.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        provider: str = "keel",
+        prices: PriceTable | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        super().__init__(model)
         self.provider = provider
-
-    @property
-    def name(self) -> str:
-        return self.wrapped.name
+        self.prices = prices
+        self._tracer = (
+            _tracer if tracer_provider is None else tracer_provider.get_tracer("keel.llm")
+        )
 
     def _start(self, tools: Sequence[ToolDefinition], settings: ModelSettings | None) -> Span:
-        span = _tracer.start_span(f"chat {self.name}")
+        span = self._tracer.start_span(f"chat {self.name}")
         span.set_attribute(sc.GEN_AI_OPERATION_NAME, "chat")
         span.set_attribute(sc.GEN_AI_PROVIDER_NAME, self.provider)
         span.set_attribute(sc.GEN_AI_REQUEST_MODEL, self.name)
@@ -53,12 +65,17 @@ class InstrumentedModel(Model):
             span.set_attribute(sc.KEEL_REQUEST_TOOLS, [t.name for t in tools])
         return span
 
-    @staticmethod
-    def _finish(span: Span, response: Response) -> None:
+    def _finish(self, span: Span, response: Response) -> None:
         span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, response.model_name)
         span.set_attribute(sc.GEN_AI_RESPONSE_FINISH_REASONS, [response.finish_reason])
         span.set_attribute(sc.GEN_AI_USAGE_INPUT_TOKENS, response.usage.input_tokens)
         span.set_attribute(sc.GEN_AI_USAGE_OUTPUT_TOKENS, response.usage.output_tokens)
+        if self.prices is not None:
+            cost = self.prices.cost(response.model_name, response.usage)
+            if cost is None and response.model_name != self.name:
+                cost = self.prices.cost(self.name, response.usage)
+            if cost is not None:
+                span.set_attribute(sc.KEEL_COST_USD, cost)
 
     @staticmethod
     def _fail(span: Span, error: BaseException) -> None:
@@ -111,6 +128,3 @@ class InstrumentedModel(Model):
             raise
         finally:
             span.end()
-
-    async def aclose(self) -> None:
-        await self.wrapped.aclose()

@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import json
 import threading
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -327,6 +328,43 @@ class LlamaCppModel(Model):
                 message=message, usage=usage, model_name=self.name, finish_reason=finish
             )
         )
+
+    @property
+    def context_window(self) -> int:
+        return self.context_size
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST to llama.cpp's own HTTP server in this process (127.0.0.1, a free port)."""
+        server = self._server
+        if server is None:
+            raise ModelRequestError("the model is closed")
+        request = urllib.request.Request(
+            f"{server.listening_address}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return json.loads(reply.read())
+        except (OSError, ValueError) as e:
+            raise ModelRequestError(f"llama.cpp's server could not answer {path}: {e}") from e
+
+    async def count_text_tokens(self, text: str) -> int:
+        """Exact: the model's own tokenizer (llama.cpp's ``/tokenize``)."""
+        result = await asyncio.to_thread(self._post, "/tokenize", {"content": text})
+        return len(result["tokens"])
+
+    async def count_tokens(
+        self, messages: Sequence[Message], *, tools: Sequence[ToolDefinition] = ()
+    ) -> int:
+        """Exact prompt tokens: the chat template applied as a request would, then tokenised."""
+
+        def count() -> int:
+            prompt = self._post("/apply-template", {"messages": _to_wire(messages, tools)})
+            body = {"content": prompt["prompt"], "add_special": True, "parse_special": True}
+            return len(self._post("/tokenize", body)["tokens"])
+
+        return await asyncio.to_thread(count)
 
     async def aclose(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Model strings (``local``, ``local:/path/model.gguf``) resolved to ``Model`` objects.
+"""Model strings (``local:/path/model.gguf``, ``openai:gpt-4o``, ...) resolved to models.
 
 Each prefix names a factory registered under the ``keel.models`` entry-point group, built-ins
 included, so a plugin adds a provider the same way Keel adds its own. A factory takes the part
@@ -21,7 +21,15 @@ __all__ = ["ModelFactory", "available_providers", "create_model"]
 
 ModelFactory = Callable[[str, "LLMSettings"], "Model"]
 
-_BUILTIN = {"local": "keel.llm.local:from_spec"}
+_BUILTIN = {
+    "local": "keel.llm.local:from_spec",
+    "openai": "keel.llm.openai:openai_from_spec",
+    "openai-compatible": "keel.llm.openai:compatible_from_spec",
+    "vllm": "keel.llm.openai:compatible_from_spec",
+    "ollama": "keel.llm.openai:ollama_from_spec",
+    "gemini": "keel.llm.openai:gemini_from_spec",
+    "anthropic": "keel.llm.anthropic:from_spec",
+}
 
 
 def available_providers() -> dict[str, str]:

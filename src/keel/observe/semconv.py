@@ -82,3 +82,23 @@ KEEL_AGENT_STEPS: Final = "keel.agent.steps"
 """Model-and-tools rounds an agent used before it answered or hit its step limit."""
 KEEL_CITATIONS: Final = "keel.citations"
 """Numbers of the retrieved passages a grounded answer cites."""
+
+# Resilience and cost of model calls (keel.llm wrappers).
+KEEL_COST_USD: Final = "keel.cost.usd"
+"""Price of a ``chat`` call in US dollars, from the configured price table (absent if unpriced)."""
+KEEL_RETRY_ATTEMPT: Final = "keel.retry.attempt"
+"""1-based attempt number of a retried model call (on the ``keel.retry`` span event)."""
+KEEL_RETRY_DELAY: Final = "keel.retry.delay_s"
+"""Seconds waited before the next attempt of a retried model call."""
+KEEL_FALLBACK_MODEL: Final = "keel.fallback.model"
+"""Name of the model of a fallback chain that was tried (on events) or that answered (on spans)."""
+KEEL_CIRCUIT_STATE: Final = "keel.circuit.state"
+"""State of a model's circuit breaker when it was consulted: closed, open or half_open."""
+
+__all__ += [
+    "KEEL_CIRCUIT_STATE",
+    "KEEL_COST_USD",
+    "KEEL_FALLBACK_MODEL",
+    "KEEL_RETRY_ATTEMPT",
+    "KEEL_RETRY_DELAY",
+]
