@@ -48,3 +48,8 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(config_file=broken, environ={})
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(config_file=tmp_path / "missing.toml", environ={})
+
+
+def test_lists_in_the_environment_are_json() -> None:
+    settings = load_settings(environ={"KEEL_LLM__FALLBACK": '["local", "local:/m.gguf"]'})
+    assert settings.llm.fallback == ["local", "local:/m.gguf"]

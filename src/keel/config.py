@@ -8,6 +8,7 @@ section read ``KEEL_<SECTION>__<FIELD>`` (``KEEL_LLM__MODEL``, ``KEEL_MEMORY__TO
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -54,6 +55,14 @@ class LLMSettings(_Section):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(256, ge=1, description="upper bound on generated tokens per call")
     seed: int = Field(42, description="sampling seed, so runs are repeatable")
+    fallback: list[str] = Field(
+        default_factory=list,
+        description="model strings tried in order when the model fails or its circuit is open",
+    )
+    retries: int = Field(2, ge=0, le=10, description="retries per model on retryable errors")
+    timeout_s: float | None = Field(
+        None, gt=0, description="per-call timeout in seconds (none: no limit)"
+    )
 
 
 class EmbeddingSettings(_Section):
@@ -103,6 +112,16 @@ class KeelSettings(BaseModel):
         return self.data_dir / "traces.db"
 
 
+def _env_value(raw: str) -> Any:
+    """A list or table is written as JSON (``KEEL_LLM__FALLBACK='["local:/m.gguf"]'``)."""
+    if raw.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
 def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
     sections = {
         name
@@ -118,9 +137,9 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
         if sep:
             if section not in sections:
                 raise ConfigError(f"unknown settings section in environment variable {key}")
-            values.setdefault(section, {})[field] = raw
+            values.setdefault(section, {})[field] = _env_value(raw)
         elif name in KeelSettings.model_fields and name not in sections:
-            values[name] = raw
+            values[name] = _env_value(raw)
         else:
             raise ConfigError(f"unknown setting in environment variable {key}")
     return values

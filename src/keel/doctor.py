@@ -41,8 +41,9 @@ def _missing(module: str) -> bool:
 
 
 async def _check_llm(settings: KeelSettings) -> Check:
+    from keel.llm import circuit_states
     from keel.llm.messages import ModelSettings, UserMessage
-    from keel.llm.providers import create_model
+    from keel.stack import open_model
 
     backend = f"{settings.llm.model} (llama.cpp via xllamacpp)"
     if _missing("xllamacpp"):
@@ -50,7 +51,7 @@ async def _check_llm(settings: KeelSettings) -> Check:
             "llm", backend, False, "xllamacpp is not installed", "pip install 'keel[local]'"
         )
     started = time.perf_counter()
-    model = create_model(settings.llm)
+    model = open_model(settings)
     try:
         response = await model.request(
             [UserMessage(content="Say OK.")], settings=ModelSettings(max_tokens=4)
@@ -58,12 +59,13 @@ async def _check_llm(settings: KeelSettings) -> Check:
     finally:
         await model.aclose()
     took = time.perf_counter() - started
-    return Check(
-        "llm",
-        f"{model.name} (llama.cpp via xllamacpp)",
-        True,
-        f"loaded and generated {response.usage.output_tokens} tokens in {took:.1f} s",
-    )
+    detail = f"loaded and generated {response.usage.output_tokens} tokens in {took:.1f} s"
+    breakers = circuit_states()
+    if settings.llm.fallback and breakers:
+        detail += "; circuits: " + ", ".join(f"{n} {s}" for n, s in breakers.items())
+    provider = settings.llm.model.partition(":")[0]
+    runtime = "llama.cpp via xllamacpp" if provider == "local" else provider
+    return Check("llm", f"{model.name} ({runtime})", True, detail)
 
 
 async def _check_embeddings(settings: KeelSettings) -> Check:

@@ -40,12 +40,22 @@ def open_tracing(settings: KeelSettings) -> SQLiteTraceStore | None:
 
 
 def open_model(settings: KeelSettings, spec: str | None = None) -> Model:
-    """The configured model, wrapped in GenAI tracing."""
-    from keel.llm import InstrumentedModel, create_model
+    """The configured model stack: each model with its timeout and retries, the fallback chain
+    (a circuit breaker per model) when ``llm.fallback`` names more models, and GenAI tracing."""
+    from keel.llm import FallbackModel, InstrumentedModel, RetryModel, TimeoutModel, create_model
 
-    spec = spec or settings.llm.model
-    provider = spec.partition(":")[0]
-    return InstrumentedModel(create_model(settings.llm, spec), provider=provider)
+    llm = settings.llm
+    specs = [spec or llm.model, *llm.fallback]
+    chain: list[Model] = []
+    for each in specs:
+        model = create_model(llm, each)
+        if llm.timeout_s is not None:
+            model = TimeoutModel(model, timeout=llm.timeout_s)
+        if llm.retries:
+            model = RetryModel(model, max_attempts=llm.retries + 1)
+        chain.append(model)
+    stacked = chain[0] if len(chain) == 1 else FallbackModel(chain)
+    return InstrumentedModel(stacked, provider=specs[0].partition(":")[0])
 
 
 @dataclass
