@@ -67,10 +67,20 @@ def test_empty_corpus(tmp_path: Path) -> None:
     assert_one_line_error(result, "no")
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
+def test_unreadable_file_is_skipped_and_named(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "good.md").write_text("# Good\nText.\n")
+    (docs / "bad.md").write_bytes(b"\xff\xfe\x00 not utf-8 \x81")
+    result = keel("ingest", str(docs), data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "skipped bad.md: not valid UTF-16 text" in result.stderr
+    assert '"files_added": 1' in result.stdout
+
+
+def test_only_unreadable_files(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
     (docs / "bad.md").write_bytes(b"\xff\xfe\x00 not utf-8 \x81")
     result = keel("ask", "Why?", "--docs", str(docs), data_dir=tmp_path)
     assert_one_line_error(result, "bad.md")

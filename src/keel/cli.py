@@ -107,7 +107,9 @@ def _settings(
     return load_settings(overrides, config_file=config)
 
 
-async def _ingest(memory: Memory, docs: Path, *, quiet: bool) -> IngestReport:
+async def _ingest(
+    memory: Memory, docs: Path, *, quiet: bool, namespace: str | None = None
+) -> IngestReport:
     """Ingest with a progress bar on stderr, inside an ``ingest`` span."""
     from opentelemetry import trace
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -129,14 +131,23 @@ async def _ingest(memory: Memory, docs: Path, *, quiet: bool) -> IngestReport:
         def show(p: IngestProgress) -> None:
             bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_embedded)
 
-        report = await memory.ingest(docs, show)
-        for key, value in report.model_dump().items():
+        report = await memory.ingest(docs, show, namespace=namespace)
+        for key, value in report.model_dump(exclude={"failed"}).items():
             span.set_attribute(f"keel.ingest.{key}", value)
+        span.set_attribute("keel.ingest.files_failed", report.files_failed)
+    for failure in report.failed:  # a warning, so shown even with --quiet
+        err.print(
+            f"skipped {failure.source}: {failure.reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if not quiet:
         err.print(
             f"Ingested {docs}: {report.files_added} new, {report.files_updated} changed, "
-            f"{report.files_unchanged} unchanged, {report.files_removed} removed; "
-            f"{report.chunks_embedded} chunks embedded, {report.chunks_total} in memory.",
+            f"{report.files_unchanged} unchanged, {report.files_removed} removed, "
+            f"{report.files_failed} skipped; {report.chunks_embedded} chunks embedded, "
+            f"{report.chunks_cached} from cache, {report.chunks_total} in memory.",
             highlight=False,
         )
     return report
@@ -270,7 +281,20 @@ def demo(
 @app.command()
 @fail_cleanly
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A Markdown/text file or a folder of them.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A file (Markdown, text, HTML, PDF, DOCX) or a folder of them."),
+    ],
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Namespace to ingest into (one per tenant or agent). Default: one derived "
+            "from the path's absolute location.",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -281,7 +305,7 @@ def ingest(
     async def go() -> IngestReport:
         memory = open_memory(settings)
         try:
-            return await _ingest(memory, path, quiet=False)
+            return await _ingest(memory, path, quiet=False, namespace=namespace)
         finally:
             await memory.close()
 
@@ -365,11 +389,13 @@ def _show_trace(trace_id: str | None, data_dir: Path | None, config: Path | None
 def _mount_layer_commands() -> None:
     """Each layer keeps its commands in its own module; they are mounted here."""
     from keel.graph.cli import app as graph_app
+    from keel.memory.cli import app as memory_app
     from keel.sandbox.cli import app as sandbox_app
     from keel.tools.cli import app as tools_app
     from keel.tools.mcp_cli import app as mcp_app
 
     app.add_typer(graph_app, name="graph")
+    app.add_typer(memory_app, name="memory")
     app.add_typer(tools_app, name="tools")
     app.add_typer(mcp_app, name="mcp")
     app.add_typer(sandbox_app, name="sandbox")

@@ -67,9 +67,12 @@ class Memory:
     settings: KeelSettings
 
     async def ingest(
-        self, path: Path, progress: Callable[[IngestProgress], None] | None = None
+        self,
+        path: Path,
+        progress: Callable[[IngestProgress], None] | None = None,
+        namespace: str | None = None,
     ) -> IngestReport:
-        """Ingest ``path`` incrementally into its own namespace."""
+        """Ingest ``path`` incrementally into ``namespace`` (default: one derived from the path)."""
         from keel.memory.ingest import DocumentIngestor
 
         if not path.exists():  # noqa: ASYNC240 - one stat, before any slow work
@@ -81,7 +84,7 @@ class Memory:
             max_chars=self.settings.memory.chunk_chars,
             overlap=self.settings.memory.chunk_overlap,
         )
-        return await ingestor.ingest(path, docs_namespace(path), progress)
+        return await ingestor.ingest(path, namespace or docs_namespace(path), progress)
 
     def question_answerer(self, model: Model, path: Path) -> DocumentQA:
         from keel.graph.grounded import DocumentQA

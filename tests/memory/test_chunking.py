@@ -7,7 +7,14 @@ import re
 
 import pytest
 
-from keel.memory.chunking import chunk_markdown, chunk_text
+from keel.memory.chunking import (
+    chunk_document,
+    chunk_markdown,
+    chunk_text,
+    markdown_document,
+    text_document,
+)
+from keel.memory.onnx_embedder import MiniLMEmbedder
 
 SENTENCES = [
     f"Sentence number {i} says that Venus turns slowly and that its day lasts long."
@@ -106,3 +113,34 @@ def test_hashtags_and_crlf() -> None:
 def test_invalid_sizes_are_rejected(max_chars: int, overlap: int) -> None:
     with pytest.raises(ValueError):
         chunk_markdown("text", max_chars=max_chars, overlap=overlap)
+
+
+def test_every_chunk_is_the_slice_of_the_document_its_offsets_name() -> None:
+    document = markdown_document(
+        "# Venus\r\n\r\n" + "\n\n".join(SENTENCES[:20]) + "\n\n## Air\n\n" + " ".join(SENTENCES)
+    )
+    chunks = chunk_document(document, max_chars=300, overlap=60)
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert document.text[chunk.start : chunk.end] == chunk.text
+    assert {c.heading for c in chunks} == {"Venus", "Venus > Air"}
+
+
+def test_token_limits_are_kept_with_the_real_tokenizer(minilm: MiniLMEmbedder) -> None:
+    # Numbers split into many WordPiece tokens: 1,000 characters is far over 60 tokens.
+    text = " ".join(f"{i * 7919 % 100003}.{i * 31 % 97} kg/m3" for i in range(300))
+    chunks = chunk_document(
+        text_document(text),
+        max_chars=1000,
+        overlap=50,
+        count_tokens=minilm.count_tokens,
+        max_tokens=60,
+    )
+    assert len(chunks) > len(text) // 1000 + 1
+    assert all(minilm.count_tokens(c.text) <= 60 for c in chunks)
+    assert " ".join(c.text for c in chunks).count("kg/m3") >= 300  # nothing lost
+
+
+def test_a_token_limit_needs_a_counter() -> None:
+    with pytest.raises(ValueError, match="count_tokens"):
+        chunk_document(text_document("x"), max_chars=10, overlap=0, max_tokens=5)

@@ -191,24 +191,102 @@ async def test_no_text_is_an_empty_corpus(
     assert await hashing_store.count(NS) == 0
 
 
-async def test_a_file_that_is_not_utf8_aborts_without_losing_anything(
+async def test_a_file_that_is_not_utf8_is_reported_and_the_rest_ingested(
     corpus: Path, hashing_store: SQLiteVectorStore, hashing: HashingEmbedder
 ) -> None:
     await ingestor(hashing_store, hashing).ingest(corpus, NS)
-    before = await sources(hashing_store, hashing)
     hashing.calls.clear()
     (corpus / "notes.txt").write_text("Changed notes.\n", encoding="utf-8")
     (corpus / "venus.md").unlink()
     write(corpus, {"latin1.md": "# Caf\xe9\n".encode("latin-1")})
 
-    with pytest.raises(DocumentError, match=r"latin1\.md"):
-        await ingestor(hashing_store, hashing).ingest(corpus, NS)
-
-    assert hashing.calls == []
-    assert await sources(hashing_store, hashing) == before
-    (corpus / "latin1.md").unlink()
     report = await ingestor(hashing_store, hashing).ingest(corpus, NS)
-    assert (report.files_updated, report.files_removed) == (1, 1)
+
+    assert [(f.source, f.reason) for f in report.failed] == [
+        (
+            "latin1.md",
+            "not valid UTF-8 text (bad byte at offset 5) "
+            "(convert it to UTF-8, e.g. iconv -f latin1 -t utf-8)",
+        )
+    ]
+    assert report.files_failed == 1
+    assert (report.files_updated, report.files_removed, report.files_added) == (1, 1, 0)
+    assert [text for call in hashing.calls for text in call] == ["Changed notes."]
+    assert await sources(hashing_store, hashing) == {"notes.txt": 1, "planets/mars.markdown": 1}
+
+
+async def test_a_known_file_that_turns_bad_keeps_its_previous_chunks(
+    corpus: Path, hashing_store: SQLiteVectorStore, hashing: HashingEmbedder
+) -> None:
+    await ingestor(hashing_store, hashing).ingest(corpus, NS)
+    (corpus / "venus.md").write_bytes(b"\x00\x01\x02 binary garbage \xff" * 10)
+
+    report = await ingestor(hashing_store, hashing).ingest(corpus, NS)
+
+    assert [(f.source, f.reason) for f in report.failed] == [
+        ("venus.md", "binary content (NUL bytes), not text")
+    ]
+    assert report.files_removed == 0
+    assert (await sources(hashing_store, hashing))["venus.md"] == 2
+    assert report.chunks_total == await hashing_store.count(NS) == 4
+
+
+async def test_a_file_over_the_size_limit_is_skipped(
+    corpus: Path, hashing_store: SQLiteVectorStore, hashing: HashingEmbedder
+) -> None:
+    write(corpus, {"huge.txt": "word " * 400})
+    small = DocumentIngestor(
+        hashing_store, hashing, hashing_store.path, max_chars=200, overlap=0, max_file_bytes=1000
+    )
+    report = await small.ingest(corpus, NS)
+    assert [f.source for f in report.failed] == ["huge.txt"]
+    assert "over the limit of 0.0 MB" in report.failed[0].reason
+    assert report.files_added == 3
+
+
+async def test_a_corpus_of_only_bad_files_is_an_empty_corpus_naming_them(
+    tmp_path: Path, hashing_store: SQLiteVectorStore, hashing: HashingEmbedder
+) -> None:
+    root = write(
+        tmp_path / "bad", {"a.md": b"\xff\xfe\x00 not utf-8 \x81", "b.pdf": b"%PDF-1.4 junk"}
+    )
+    with pytest.raises(EmptyCorpusError) as raised:
+        await ingestor(hashing_store, hashing).ingest(root, NS)
+    message = str(raised.value)
+    assert "2 file(s) could not be read" in message
+    assert "a.md: not valid UTF-16" in message
+    assert "b.pdf: not a readable PDF" in message
+    assert hashing.calls == []
+
+
+async def test_unchanged_chunks_of_a_changed_file_are_not_embedded_again(
+    tmp_path: Path, hashing_store: SQLiteVectorStore, hashing: HashingEmbedder
+) -> None:
+    root = write(tmp_path / "docs", {"a.md": "# One\n\nFirst part.\n\n# Two\n\nSecond part.\n"})
+    await ingestor(hashing_store, hashing).ingest(root, NS)
+    hashing.calls.clear()
+    write(root, {"a.md": "# Zero\n\nNew part.\n\n# One\n\nFirst part.\n\n# Two\n\nSecond part.\n"})
+
+    report = await ingestor(hashing_store, hashing).ingest(root, NS)
+
+    assert hashing.calls == [["New part."]]
+    assert (report.files_updated, report.chunks_embedded, report.chunks_cached) == (1, 1, 2)
+    hits = await hashing_store.query(NS, (await hashing.embed(["First part"]))[0], k=3)
+    assert {h.id: h.metadata["heading"] for h in hits} == {
+        "a.md#0": "Zero",
+        "a.md#1": "One",
+        "a.md#2": "Two",
+    }
+
+
+async def test_chunks_carry_offsets_into_the_document(
+    corpus: Path, hashing_store: SQLiteVectorStore, hashing: HashingEmbedder
+) -> None:
+    await ingestor(hashing_store, hashing).ingest(corpus, NS)
+    hits = await hashing_store.query(NS, (await hashing.embed(["Venus"]))[0], k=10)
+    for hit in hits:
+        text = (corpus / str(hit.metadata["source"])).read_text(encoding="utf-8")
+        assert text[int(hit.metadata["start"]) : int(hit.metadata["end"])] == hit.text
 
 
 async def test_an_interrupted_update_leaves_no_orphans(
@@ -250,7 +328,8 @@ async def test_a_store_emptied_behind_the_manifest_is_refilled(
     report = await DocumentIngestor(second, hashing, manifest, max_chars=200, overlap=0).ingest(
         corpus, NS
     )
-    assert (report.files_added, report.chunks_embedded) == (3, 4)
+    # Every vector comes from the embedding cache: the text was embedded for the first store.
+    assert (report.files_added, report.chunks_embedded, report.chunks_cached) == (3, 0, 4)
     assert await second.count(NS) == 4
     await second.close()
 

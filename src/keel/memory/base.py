@@ -9,11 +9,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Embedder", "Hit", "MetadataValue", "VectorRecord", "VectorStore"]
+__all__ = [
+    "Embedder",
+    "Hit",
+    "KeywordSearch",
+    "MetadataValue",
+    "Reranker",
+    "TokenCounting",
+    "VectorRecord",
+    "VectorStore",
+]
 
 MetadataValue = str | int | float | bool
 """A metadata value: scalar, so every backend can store it and filter on it."""
@@ -106,3 +115,42 @@ class VectorStore(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+@runtime_checkable
+class TokenCounting(Protocol):
+    """An embedder that can count tokens as its model sees them, so chunks are sized to fit its
+    input window instead of being silently truncated."""
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Most tokens of text one input may have (special tokens excluded)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text``, without special tokens; blocking (runs in worker threads)."""
+        ...
+
+
+@runtime_checkable
+class KeywordSearch(Protocol):
+    """A store that can also rank its records by keywords (BM25), for hybrid retrieval."""
+
+    async def keyword_query(
+        self,
+        namespace: str,
+        text: str,
+        k: int,
+        where: Mapping[str, MetadataValue] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` records that best match the words of ``text``, best first; the score is a
+        BM25 relevance (higher is better, not comparable with cosine similarities)."""
+        ...
+
+
+class Reranker(ABC):
+    """Re-orders retrieved candidates by a finer (slower) relevance judgement of query and text."""
+
+    @abstractmethod
+    async def rerank(self, query: str, hits: Sequence[Hit], k: int) -> list[Hit]:
+        """The ``k`` best of ``hits`` for ``query``, best first."""

@@ -1,81 +1,102 @@
-"""Splits documents into chunks small enough to embed, keeping the heading path as metadata.
+"""Splits documents into chunks small enough to embed, keeping heading, page and offsets.
 
-Markdown is cut at its headings first, so a chunk never mixes two sections; a section longer than
-``max_chars`` is cut at paragraph, then line and sentence boundaries, and each piece starts with
-up to ``overlap`` characters of the previous one so a fact spanning a cut is still found.
+A loader turns a file into a ``LoadedDocument``: its text and the sections of that text (under a
+heading path, on a page). Chunks never cross a section. A section longer than the limits is cut at
+paragraph, then line and sentence boundaries, and each piece starts with up to ``overlap``
+characters of the previous one so a fact spanning a cut is still found.
+
+Every chunk's text is exactly ``document.text[start:end]``, so an answer can cite the characters
+it came from. A chunk fits ``max_chars`` characters and, when a token counter is given (the
+embedder's own tokenizer), ``max_tokens`` tokens: the embedder never silently truncates a chunk.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Chunk", "chunk_markdown", "chunk_text"]
+__all__ = [
+    "Chunk",
+    "LoadedDocument",
+    "Section",
+    "chunk_document",
+    "chunk_markdown",
+    "chunk_text",
+    "markdown_document",
+    "text_document",
+]
 
 _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_PATH_SEPARATOR = " > "
+_WORD_START = re.compile(r"(?<=\s)\S")
+PATH_SEPARATOR = " > "
+
+TokenCounter = Callable[[str], int]
+"""Counts the tokens of a text, as the embedder will see it (without special tokens)."""
 
 
 class Chunk(BaseModel):
-    """A piece of a document: its text, the path of headings above it, and its position."""
+    """A piece of a document: its text, heading path, page, and ``[start, end)`` offsets."""
 
     model_config = ConfigDict(frozen=True)
 
     text: str
     heading: str
     index: int
+    start: int = 0
+    end: int = 0
+    page: int | None = None
 
 
-def chunk_markdown(text: str, *, max_chars: int, overlap: int) -> list[Chunk]:
-    """Chunks of a Markdown document, each under its heading path ("Venus > Rotation").
+class Section(BaseModel):
+    """A span ``[start, end)`` of a document's text under one heading path, on one page."""
 
-    Headings inside fenced code blocks are text, not headings. Heading lines themselves are not
-    part of any chunk's text: the heading path is carried as metadata.
+    model_config = ConfigDict(frozen=True)
+
+    start: int
+    end: int
+    heading: str = ""
+    page: int | None = None
+
+
+class LoadedDocument(BaseModel):
+    """A document's extracted text and its sections; offsets of chunks index into ``text``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    sections: list[Section]
+
+
+def normalise_newlines(text: str) -> str:
+    """``\\r\\n`` and ``\\r`` become ``\\n``: offsets then mean the same on every platform."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def text_document(text: str) -> LoadedDocument:
+    """Plain text: one section without a heading."""
+    text = normalise_newlines(text)
+    return LoadedDocument(text=text, sections=[Section(start=0, end=len(text))])
+
+
+def markdown_document(text: str) -> LoadedDocument:
+    """Markdown: one section per heading, under its heading path ("Venus > Rotation").
+
+    Headings inside fenced code blocks are text, not headings. Heading lines are in no section:
+    the heading path is carried as metadata.
     """
-    _check(max_chars, overlap)
-    return _number(
-        (heading, piece)
-        for heading, body in _sections(text)
-        for piece in _split(body, max_chars, overlap)
-    )
-
-
-def chunk_text(text: str, *, max_chars: int, overlap: int) -> list[Chunk]:
-    """Chunks of a plain-text document: no headings, so every chunk has heading ""."""
-    _check(max_chars, overlap)
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _number(("", piece) for piece in _split(body, max_chars, overlap))
-
-
-def _check(max_chars: int, overlap: int) -> None:
-    if max_chars < 1:
-        raise ValueError("max_chars must be >= 1")
-    if not 0 <= overlap < max_chars:
-        raise ValueError("overlap must be >= 0 and smaller than max_chars")
-
-
-def _number(pieces: Iterable[tuple[str, str]]) -> list[Chunk]:
-    return [Chunk(text=text, heading=heading, index=i) for i, (heading, text) in enumerate(pieces)]
-
-
-def _sections(text: str) -> list[tuple[str, str]]:
-    """(heading path, body) for the text before the first heading and under each heading."""
-    sections: list[tuple[str, str]] = []
+    text = normalise_newlines(text)
+    sections: list[Section] = []
     path: list[tuple[int, str]] = []
-    body: list[str] = []
+    body_start = 0
     fence: str | None = None
-
-    def flush() -> None:
-        heading = _PATH_SEPARATOR.join(title for _, title in path if title)
-        sections.append((heading, "\n".join(body)))
-        body.clear()
-
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    offset = 0
+    for line in text.split("\n"):
+        line_end = offset + len(line)
         fence_match = _FENCE.match(line)
         if fence is not None:
             marker = line.strip()
@@ -84,88 +105,176 @@ def _sections(text: str) -> list[tuple[str, str]]:
         elif fence_match:
             fence = fence_match.group(1)
         elif heading := _HEADING.match(line):
-            flush()
+            sections.append(Section(start=body_start, end=offset, heading=_path(path)))
             level = len(heading.group(1))
             path = [(lvl, title) for lvl, title in path if lvl < level]
             path.append((level, (heading.group(2) or "").strip()))
-            continue
-        body.append(line)
-    flush()
-    return sections
+            body_start = min(line_end + 1, len(text))
+        offset = line_end + 1
+    sections.append(Section(start=body_start, end=len(text), heading=_path(path)))
+    return LoadedDocument(text=text, sections=sections)
 
 
-def _split(body: str, max_chars: int, overlap: int) -> list[str]:
-    body = body.strip()
-    if not body:
-        return []
-    if len(body) <= max_chars:
-        return [body]
-    return _pack(_atoms(body, max_chars), max_chars, overlap)
+def _path(path: list[tuple[int, str]]) -> str:
+    return PATH_SEPARATOR.join(title for _, title in path if title)
 
 
-def _atoms(body: str, max_chars: int) -> list[tuple[str, str]]:
-    """(separator before it, text) pieces of at most ``max_chars``, cut as gently as possible."""
-    atoms: list[tuple[str, str]] = []
-    for paragraph in _PARAGRAPH_BREAK.split(body):
-        paragraph = paragraph.strip()
-        if not paragraph:
-            continue
-        if len(paragraph) <= max_chars:
-            atoms.append(("\n\n", paragraph))
-            continue
-        separator = "\n\n"
-        for line in paragraph.split("\n"):
-            for sentence in _SENTENCE_END.split(line.strip()):
-                for piece in _hard_split(sentence, max_chars):
-                    atoms.append((separator, piece))
-                    separator = " "
-            separator = "\n"
-    return atoms
+def chunk_markdown(text: str, *, max_chars: int, overlap: int) -> list[Chunk]:
+    """Chunks of a Markdown document, each under its heading path."""
+    return chunk_document(markdown_document(text), max_chars=max_chars, overlap=overlap)
 
 
-def _hard_split(text: str, max_chars: int) -> list[str]:
-    """Cuts a sentence longer than ``max_chars`` at spaces, or anywhere if it has none."""
-    pieces = []
-    while len(text) > max_chars:
-        cut = text.rfind(" ", 0, max_chars + 1)
-        if cut <= 0:
-            cut = max_chars
-        pieces.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    if text:
-        pieces.append(text)
-    return [p for p in pieces if p]
+def chunk_text(text: str, *, max_chars: int, overlap: int) -> list[Chunk]:
+    """Chunks of a plain-text document: no headings, so every chunk has heading ""."""
+    return chunk_document(text_document(text), max_chars=max_chars, overlap=overlap)
 
 
-def _pack(atoms: list[tuple[str, str]], max_chars: int, overlap: int) -> list[str]:
-    """Greedily joins atoms into chunks of at most ``max_chars``, each new chunk starting with
-    the last words (up to ``overlap`` characters) of the one before."""
-    chunks: list[str] = []
-    current = ""
-    for separator, atom in atoms:
-        if not current:
-            current = atom
-        elif len(current) + len(separator) + len(atom) <= max_chars:
-            current += separator + atom
-        else:
-            chunks.append(current)
-            tail = _tail(current, min(overlap, max_chars - len(atom) - len(separator)))
-            current = tail + separator + atom if tail else atom
-    if current:
-        chunks.append(current)
+def chunk_document(
+    document: LoadedDocument,
+    *,
+    max_chars: int,
+    overlap: int,
+    count_tokens: TokenCounter | None = None,
+    max_tokens: int | None = None,
+) -> list[Chunk]:
+    """Chunks of every section of ``document``, numbered in order, none empty."""
+    if max_chars < 1:
+        raise ValueError("max_chars must be >= 1")
+    if not 0 <= overlap < max_chars:
+        raise ValueError("overlap must be >= 0 and smaller than max_chars")
+    if (count_tokens is None) != (max_tokens is None):
+        raise ValueError("give both count_tokens and max_tokens, or neither")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError("max_tokens must be >= 1")
+    splitter = _Splitter(document.text, max_chars, overlap, count_tokens, max_tokens)
+    chunks: list[Chunk] = []
+    for section in document.sections:
+        for start, end in splitter.split(section.start, section.end):
+            chunks.append(
+                Chunk(
+                    text=document.text[start:end],
+                    heading=section.heading,
+                    index=len(chunks),
+                    start=start,
+                    end=end,
+                    page=section.page,
+                )
+            )
     return chunks
 
 
-def _tail(text: str, size: int) -> str:
-    """The last whole words of ``text`` that fit in ``size`` characters."""
-    if size <= 0:
-        return ""
-    if len(text) <= size:
-        return text
-    start = len(text) - size
-    if not text[start - 1].isspace():
-        space = re.search(r"\s", text[start:])
-        if space is None:
-            return ""
-        start += space.end()
-    return text[start:].strip()
+class _Splitter:
+    """Cuts spans of one text into spans that fit the character and token limits."""
+
+    def __init__(
+        self,
+        text: str,
+        max_chars: int,
+        overlap: int,
+        count_tokens: TokenCounter | None,
+        max_tokens: int | None,
+    ) -> None:
+        self.text = text
+        self.max_chars = max_chars
+        self.overlap = overlap
+        self.count_tokens = count_tokens
+        self.max_tokens = max_tokens
+
+    def fits(self, start: int, end: int) -> bool:
+        if end - start > self.max_chars:
+            return False
+        if self.count_tokens is None or self.max_tokens is None:
+            return True
+        return self.count_tokens(self.text[start:end]) <= self.max_tokens
+
+    def _strip(self, start: int, end: int) -> tuple[int, int]:
+        while start < end and self.text[start].isspace():
+            start += 1
+        while end > start and self.text[end - 1].isspace():
+            end -= 1
+        return start, end
+
+    def split(self, start: int, end: int) -> list[tuple[int, int]]:
+        start, end = self._strip(start, end)
+        if start == end:
+            return []
+        if self.fits(start, end):
+            return [(start, end)]
+        return self._pack(list(self._atoms(start, end)))
+
+    def _pieces(self, start: int, end: int, pattern: re.Pattern[str]) -> Iterator[tuple[int, int]]:
+        """Non-empty stripped spans of ``[start, end)`` between matches of ``pattern``."""
+        position = start
+        for match in pattern.finditer(self.text, start, end):
+            piece = self._strip(position, match.start())
+            if piece[0] < piece[1]:
+                yield piece
+            position = match.end()
+        piece = self._strip(position, end)
+        if piece[0] < piece[1]:
+            yield piece
+
+    def _atoms(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """Spans that fit, cut as gently as possible: paragraphs, lines, sentences, words."""
+        for paragraph in self._pieces(start, end, _PARAGRAPH_BREAK):
+            if self.fits(*paragraph):
+                yield paragraph
+                continue
+            for line in self._pieces(*paragraph, re.compile(r"\n")):
+                for sentence in self._pieces(*line, _SENTENCE_END):
+                    yield from self._hard_split(*sentence)
+
+    def _hard_split(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """Cuts a span that does not fit at spaces, or anywhere if it has none."""
+        while not self.fits(start, end):
+            low, high = start + 1, min(end, start + self.max_chars)
+            while low < high:  # the longest prefix that fits (at least one character)
+                middle = (low + high + 1) // 2
+                if self.fits(start, middle):
+                    low = middle
+                else:
+                    high = middle - 1
+            cut = low
+            space = self.text.rfind(" ", start + 1, cut + 1)
+            if space > start and cut < end and not self.text[cut].isspace():
+                cut = space
+            piece = self._strip(start, cut)
+            if piece[0] < piece[1]:
+                yield piece
+            start, end = self._strip(cut, end)
+            if start == end:
+                return
+        yield start, end
+
+    def _pack(self, atoms: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Greedily joins atoms into chunks that fit, each new chunk starting with the last words
+        (up to ``overlap`` characters) of the one before."""
+        chunks: list[tuple[int, int]] = []
+        current: tuple[int, int] | None = None
+        for atom in atoms:
+            if current is None:
+                current = atom
+            elif self.fits(current[0], atom[1]):
+                current = (current[0], atom[1])
+            else:
+                chunks.append(current)
+                current = (self._tail(current, atom), atom[1])
+        if current is not None:
+            chunks.append(current)
+        return chunks
+
+    def _tail(self, previous: tuple[int, int], atom: tuple[int, int]) -> int:
+        """Start of the next chunk: the first word of the last ``overlap`` characters of
+        ``previous`` from which the chunk up to the end of ``atom`` still fits."""
+        if self.overlap == 0:
+            return atom[0]
+        start = max(previous[0] + 1, previous[1] - self.overlap)
+        while start < previous[1]:
+            at_word = self.text[start - 1].isspace() and not self.text[start].isspace()
+            if at_word and self.fits(start, atom[1]):
+                return start
+            match = _WORD_START.search(self.text, start + 1, previous[1])
+            if match is None:
+                break
+            start = match.start()
+        return atom[0]

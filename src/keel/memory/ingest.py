@@ -1,10 +1,13 @@
 """Incremental document ingestion: load, chunk, embed and store, skipping what has not changed.
 
 A manifest table (``documents``) records, per namespace and source file, the sha256 of its
-content and the ids of its chunks. Every file is read and checked before anything is written, so
-a bad file aborts a run without losing what was ingested before; and a file's manifest row lists
-every chunk id it may have in the store before those chunks are written, so a run interrupted at
-any point is completed, not orphaned, by the next one.
+content and the ids of its chunks. Every file is read and checked before anything is written. A
+file that cannot be loaded (corrupt, binary, too big, not UTF-8) is reported in
+``IngestReport.failed`` and left as it was in the store; the other files are ingested. A file's
+manifest row lists every chunk id it may have in the store before those chunks are written, so a
+run interrupted at any point is completed, not orphaned, by the next one. Vectors go through an
+embedding cache in the manifest's file, so chunk text that was embedded once is never embedded
+again, even when the file around it changed.
 """
 
 from __future__ import annotations
@@ -14,24 +17,30 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from keel.errors import DocumentError, EmptyCorpusError, StoreError
-from keel.memory.base import Embedder, VectorRecord, VectorStore
-from keel.memory.chunking import Chunk, chunk_markdown, chunk_text
+from keel.errors import DocumentError, EmptyCorpusError, KeelError, StoreError
+from keel.memory.base import Embedder, MetadataValue, TokenCounting, VectorRecord, VectorStore
+from keel.memory.cache import CachedEmbedder
+from keel.memory.chunking import Chunk, chunk_document
+from keel.memory.loaders import LOADERS, Loader
 
-__all__ = ["SUPPORTED_SUFFIXES", "DocumentIngestor", "IngestProgress", "IngestReport"]
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "SUPPORTED_SUFFIXES",
+    "DocumentIngestor",
+    "FileFailure",
+    "IngestProgress",
+    "IngestReport",
+]
 
-_CHUNKERS: dict[str, Callable[..., list[Chunk]]] = {
-    ".md": chunk_markdown,
-    ".markdown": chunk_markdown,
-    ".txt": chunk_text,
-}
-SUPPORTED_SUFFIXES = tuple(_CHUNKERS)
+SUPPORTED_SUFFIXES = tuple(LOADERS)
+DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
+"""Files larger than this are reported and skipped: a 2 GB log is not a document."""
 EMBED_GROUP = 64
 """Chunks embedded and stored per step, so progress moves within a long file."""
 
@@ -47,8 +56,21 @@ class IngestProgress(BaseModel):
     source: str
 
 
+class FileFailure(BaseModel):
+    """A file the ingest skipped, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    reason: str
+
+
 class IngestReport(BaseModel):
-    """What an ingest run did, file by file and chunk by chunk."""
+    """What an ingest run did, file by file and chunk by chunk.
+
+    ``chunks_embedded`` counts texts the embedding model computed; ``chunks_cached`` those whose
+    vectors came from the embedding cache. ``failed`` lists the files skipped, with the reason.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -58,7 +80,14 @@ class IngestReport(BaseModel):
     files_removed: int = 0
     files_skipped: int = 0
     chunks_embedded: int = 0
+    chunks_cached: int = 0
     chunks_total: int = 0
+    failed: list[FileFailure] = []
+
+    @property
+    def files_failed(self) -> int:
+        """How many files were skipped because they could not be loaded."""
+        return len(self.failed)
 
 
 @dataclass
@@ -129,12 +158,12 @@ class _Manifest:
         self.db.close()
 
 
-def _scan(root: Path) -> tuple[list[tuple[str, Path]], int]:
+def _scan(root: Path, suffixes: Mapping[str, Loader]) -> tuple[list[tuple[str, Path]], int]:
     """Supported files under ``root`` as (source, path), sorted, and how many were skipped."""
     if not root.exists():
         raise DocumentError(f"document path does not exist: {root}")
     if root.is_file():
-        supported = root.suffix.lower() in _CHUNKERS
+        supported = root.suffix.lower() in suffixes
         return ([(root.name, root)] if supported else []), (0 if supported else 1)
     if not root.is_dir():
         raise DocumentError(f"document path is neither a file nor a directory: {root}")
@@ -150,7 +179,7 @@ def _scan(root: Path) -> tuple[list[tuple[str, Path]], int]:
             path = Path(folder) / name
             if name.startswith(".") or not path.is_file():
                 continue
-            if path.suffix.lower() in _CHUNKERS:
+            if path.suffix.lower() in suffixes:
                 files.append((path.relative_to(root).as_posix(), path))
             else:
                 skipped += 1
@@ -158,7 +187,12 @@ def _scan(root: Path) -> tuple[list[tuple[str, Path]], int]:
 
 
 class DocumentIngestor:
-    """Ingests Markdown and text files into one namespace of a vector store, incrementally."""
+    """Ingests documents (text, Markdown, HTML, PDF, DOCX) into one namespace, incrementally.
+
+    Chunks hold at most ``max_chars`` characters and, when the embedder counts tokens (the local
+    MiniLM model does), at most ``max_tokens`` tokens (default: the embedder's input window), so
+    no chunk is truncated by the model. Files over ``max_file_bytes`` are reported and skipped.
+    """
 
     def __init__(
         self,
@@ -168,16 +202,36 @@ class DocumentIngestor:
         *,
         max_chars: int,
         overlap: int,
+        max_tokens: int | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        loaders: Mapping[str, Loader] | None = None,
     ) -> None:
         if max_chars < 1 or not 0 <= overlap < max_chars:
             raise ValueError("need max_chars >= 1 and 0 <= overlap < max_chars")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        if max_file_bytes < 1:
+            raise ValueError("max_file_bytes must be >= 1")
         self.store = store
         self.embedder = embedder
         self.manifest_path = Path(manifest_path)
         self.max_chars = max_chars
         self.overlap = overlap
-        # A change of model or chunking makes every stored chunk out of date.
-        self.recipe = f"{embedder.name}|{max_chars}|{overlap}"
+        self.max_file_bytes = max_file_bytes
+        self.loaders = dict(LOADERS if loaders is None else loaders)
+        self.count_tokens: Callable[[str], int] | None = None
+        self.max_tokens = max_tokens
+        counting = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
+        if isinstance(counting, TokenCounting):
+            self.count_tokens = counting.count_tokens
+            window = counting.max_input_tokens
+            self.max_tokens = window if max_tokens is None else min(max_tokens, window)
+        elif max_tokens is not None:
+            raise ValueError(
+                f"embedder {embedder.name} cannot count tokens; leave max_tokens unset"
+            )
+        # A change of model, chunking or loaders makes every stored chunk out of date.
+        self.recipe = f"{embedder.name}|{max_chars}|{overlap}|{self.max_tokens}|loaders-v2"
 
     async def ingest(
         self,
@@ -187,11 +241,12 @@ class DocumentIngestor:
     ) -> IngestReport:
         """Bring ``namespace`` in line with the files at ``path`` (a file or a directory).
 
-        Raises ``DocumentError`` for a missing path or a file that cannot be read as UTF-8, and
-        ``EmptyCorpusError`` when there is no text to ingest; in both cases nothing is changed.
+        Files that cannot be loaded are reported in ``IngestReport.failed`` and left as they were.
+        Raises ``DocumentError`` for a missing path, and ``EmptyCorpusError`` when there is no
+        text to ingest at all (naming the files that failed); then nothing is changed.
         """
         root = Path(path)
-        files, skipped = await asyncio.to_thread(_scan, root)
+        files, skipped = await asyncio.to_thread(_scan, root, self.loaders)
         manifest = await asyncio.to_thread(_Manifest, self.manifest_path)
         try:
             entries = await asyncio.to_thread(manifest.load, namespace)
@@ -199,45 +254,62 @@ class DocumentIngestor:
                 # The store was emptied behind the manifest's back: start afresh.
                 await asyncio.to_thread(manifest.clear, namespace)
                 entries = {}
-            documents = await asyncio.to_thread(self._read_all, files, entries)
-            chunks_total = sum(len(d.ids) for d in documents)
-            if chunks_total == 0:
+            documents, failed = await asyncio.to_thread(self._read_all, files, entries)
+            kept = sum(len(entries[f.source].chunk_ids) for f in failed if f.source in entries)
+            if sum(len(d.ids) for d in documents) + kept == 0:
                 raise EmptyCorpusError(
-                    f"no text to ingest at {root}",
-                    hint=f"supported files: {', '.join(SUPPORTED_SUFFIXES)}; "
-                    f"{skipped} other file(s) skipped",
+                    f"no text to ingest at {root}", hint=_empty_hint(skipped, failed)
                 )
-            return await self._apply(namespace, manifest, entries, documents, skipped, progress)
+            cache = await asyncio.to_thread(CachedEmbedder, self.embedder, self.manifest_path)
+            try:
+                report = await self._apply(
+                    namespace, manifest, entries, documents, cache, skipped, progress, failed
+                )
+            finally:
+                cache.close()
+            return report.model_copy(update={"chunks_total": report.chunks_total + kept})
         finally:
             manifest.close()
 
     def _read_all(
         self, files: list[tuple[str, Path]], entries: dict[str, _Entry]
-    ) -> list[_Document]:
+    ) -> tuple[list[_Document], list[FileFailure]]:
         """Reads, hashes and (if changed) chunks every file, before anything is written."""
-        documents = []
+        documents: list[_Document] = []
+        failed: list[FileFailure] = []
         for source, path in files:
             try:
-                data = path.read_bytes()
-            except OSError as e:
-                raise DocumentError(f"cannot read {path}: {e.strerror}") from e
-            digest = hashlib.sha256(data).hexdigest()
-            entry = entries.get(source)
-            document = _Document(source, digest, known=entry is not None)
-            if entry is not None and entry.sha256 == digest and entry.recipe == self.recipe:
-                document.ids = entry.chunk_ids
-            else:
-                try:
-                    text = data.decode("utf-8-sig")
-                except UnicodeDecodeError as e:
-                    raise DocumentError(
-                        f"{path} is not valid UTF-8 text (bad byte at offset {e.start})"
-                    ) from e
-                chunker = _CHUNKERS[path.suffix.lower()]
-                document.chunks = chunker(text, max_chars=self.max_chars, overlap=self.overlap)
-                document.ids = [f"{source}#{c.index}" for c in document.chunks]
-            documents.append(document)
-        return documents
+                documents.append(self._read(source, path, entries.get(source)))
+            except KeelError as e:
+                failed.append(FileFailure(source=source, reason=str(e)))
+        return documents, failed
+
+    def _read(self, source: str, path: Path, entry: _Entry | None) -> _Document:
+        try:
+            size = path.stat().st_size
+            if size > self.max_file_bytes:
+                raise DocumentError(
+                    f"file is {size / 1e6:.1f} MB, over the limit of "
+                    f"{self.max_file_bytes / 1e6:.1f} MB"
+                )
+            data = path.read_bytes()
+        except OSError as e:
+            raise DocumentError(f"cannot read the file: {e.strerror}") from e
+        digest = hashlib.sha256(data).hexdigest()
+        document = _Document(source, digest, known=entry is not None)
+        if entry is not None and entry.sha256 == digest and entry.recipe == self.recipe:
+            document.ids = entry.chunk_ids
+            return document
+        loaded = self.loaders[path.suffix.lower()].load(data)
+        document.chunks = chunk_document(
+            loaded,
+            max_chars=self.max_chars,
+            overlap=self.overlap,
+            count_tokens=self.count_tokens,
+            max_tokens=self.max_tokens if self.count_tokens is not None else None,
+        )
+        document.ids = [f"{source}#{c.index}" for c in document.chunks]
+        return document
 
     async def _apply(
         self,
@@ -245,11 +317,12 @@ class DocumentIngestor:
         manifest: _Manifest,
         entries: dict[str, _Entry],
         documents: list[_Document],
+        cache: CachedEmbedder,
         skipped: int,
         progress: Callable[[IngestProgress], None] | None,
+        failed: list[FileFailure],
     ) -> IngestReport:
         counts = dict.fromkeys(("added", "updated", "unchanged"), 0)
-        embedded = 0
 
         def report(done: int, source: str) -> None:
             if progress is not None:
@@ -257,7 +330,7 @@ class DocumentIngestor:
                     IngestProgress(
                         files_done=done,
                         files_total=len(documents),
-                        chunks_embedded=embedded,
+                        chunks_embedded=cache.misses,
                         source=source,
                     )
                 )
@@ -274,8 +347,7 @@ class DocumentIngestor:
             await asyncio.to_thread(manifest.put, namespace, document.source, pending)
             for start in range(0, len(document.chunks), EMBED_GROUP):
                 group = document.chunks[start : start + EMBED_GROUP]
-                await self.store.upsert(namespace, await self._records(document, group))
-                embedded += len(group)
+                await self.store.upsert(namespace, await self._records(cache, document, group))
                 report(done - 1, document.source)
             fresh = set(document.ids)
             stale = [i for i in old if i not in fresh]
@@ -284,7 +356,7 @@ class DocumentIngestor:
             await asyncio.to_thread(manifest.put, namespace, document.source, done_entry)
             report(done, document.source)
 
-        current = {d.source for d in documents}
+        current = {d.source for d in documents} | {f.source for f in failed}
         removed = [source for source in entries if source not in current]
         for source in removed:
             await self.store.delete(namespace, entries[source].chunk_ids)
@@ -295,28 +367,46 @@ class DocumentIngestor:
             files_unchanged=counts["unchanged"],
             files_removed=len(removed),
             files_skipped=skipped,
-            chunks_embedded=embedded,
+            chunks_embedded=cache.misses,
+            chunks_cached=cache.hits,
             chunks_total=sum(len(d.ids) for d in documents),
+            failed=failed,
         )
 
-    async def _records(self, document: _Document, chunks: list[Chunk]) -> list[VectorRecord]:
-        vectors = await self.embedder.embed([c.text for c in chunks])
-        if len(vectors) != len(chunks):
-            raise StoreError(
-                f"embedder {self.embedder.name} returned {len(vectors)} vectors "
-                f"for {len(chunks)} texts"
-            )
+    async def _records(
+        self, embedder: Embedder, document: _Document, chunks: list[Chunk]
+    ) -> list[VectorRecord]:
+        vectors = await embedder.embed([c.text for c in chunks])
         return [
             VectorRecord(
                 id=f"{document.source}#{chunk.index}",
                 vector=vector,
                 text=chunk.text,
-                metadata={
-                    "source": document.source,
-                    "heading": chunk.heading,
-                    "chunk": chunk.index,
-                    "doc_sha256": document.sha256,
-                },
+                metadata=_metadata(document, chunk),
             )
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
+
+
+def _metadata(document: _Document, chunk: Chunk) -> dict[str, MetadataValue]:
+    """What a citation needs: source, heading, page, chunk number and character offsets."""
+    metadata: dict[str, MetadataValue] = {
+        "source": document.source,
+        "heading": chunk.heading,
+        "chunk": chunk.index,
+        "start": chunk.start,
+        "end": chunk.end,
+        "doc_sha256": document.sha256,
+    }
+    if chunk.page is not None:
+        metadata["page"] = chunk.page
+    return metadata
+
+
+def _empty_hint(skipped: int, failed: list[FileFailure]) -> str:
+    hint = f"supported files: {', '.join(SUPPORTED_SUFFIXES)}; {skipped} other file(s) skipped"
+    if failed:
+        shown = "; ".join(f"{f.source}: {f.reason}" for f in failed[:3])
+        more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+        hint += f"; {len(failed)} file(s) could not be read: {shown}{more}"
+    return hint

@@ -78,6 +78,7 @@ class MiniLMEmbedder(Embedder):
         self.max_tokens = max_tokens
         self._session: Any = None
         self._tokenizer: Any = None
+        self._counter: Any = None
         self._load_lock = threading.Lock()
 
     @property
@@ -94,6 +95,21 @@ class MiniLMEmbedder(Embedder):
         if not texts:
             return []
         return await asyncio.to_thread(self.embed_sync, list(texts))
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Tokens of text that fit one input: ``max_tokens`` less ``[CLS]`` and ``[SEP]``."""
+        return self.max_tokens - 2
+
+    def count_tokens(self, text: str) -> int:
+        """WordPiece tokens of ``text`` without special tokens, as the model would see them."""
+        with self._load_lock:
+            if self._counter is None:
+                counter = Tokenizer.from_file(str(self._tokenizer_path))
+                counter.no_truncation()
+                counter.no_padding()
+                self._counter = counter
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
         """Blocking form of ``embed``, for worker threads and benchmarks."""

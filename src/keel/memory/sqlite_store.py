@@ -4,6 +4,9 @@ SQLite (WAL) is the source of truth. Every write bumps the namespace's generatio
 transaction; the faiss index of a namespace remembers the generation it reflects, and an index file
 that is missing, corrupt or of another generation is rebuilt from SQLite. So a crash loses nothing
 that was acknowledged, and a stale index is never served. Index files are written on ``close()``.
+
+Keyword search (BM25) uses an SQLite FTS5 index over the same records, kept in step by triggers in
+the same transactions, so hybrid retrieval needs no second store.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import sqlite3
 import threading
 import uuid
@@ -51,7 +55,21 @@ CREATE TABLE IF NOT EXISTS vector_records (
     vector BLOB NOT NULL,  -- float32, L2-normalised
     UNIQUE (namespace, id)
 );
+CREATE VIRTUAL TABLE IF NOT EXISTS vector_fts USING fts5(
+    text, content='vector_records', content_rowid='key', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS vector_fts_insert AFTER INSERT ON vector_records BEGIN
+    INSERT INTO vector_fts (rowid, text) VALUES (new.key, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS vector_fts_delete AFTER DELETE ON vector_records BEGIN
+    INSERT INTO vector_fts (vector_fts, rowid, text) VALUES ('delete', old.key, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS vector_fts_update AFTER UPDATE OF text ON vector_records BEGIN
+    INSERT INTO vector_fts (vector_fts, rowid, text) VALUES ('delete', old.key, old.text);
+    INSERT INTO vector_fts (rowid, text) VALUES (new.key, new.text);
+END;
 """
+_WORD = re.compile(r"\w+")
 _FloatArray = npt.NDArray[np.float32]
 
 
@@ -76,9 +94,16 @@ def _matches(metadata: Mapping[str, MetadataValue], where: Mapping[str, Metadata
     return True
 
 
+def fts_query(text: str) -> str | None:
+    """An FTS5 query matching any word of ``text`` (BM25 ranks them), or None if it has none."""
+    words = dict.fromkeys(word.lower() for word in _WORD.findall(text))
+    return " OR ".join(f'"{word}"' for word in words) or None
+
+
 class SQLiteVectorStore(VectorStore):
     """Vectors in one SQLite file, searched exactly by inner product with one faiss index per
-    namespace (``IndexIDMap2(IndexFlatIP)`` over normalised vectors, i.e. cosine similarity)."""
+    namespace (``IndexIDMap2(IndexFlatIP)`` over normalised vectors, i.e. cosine similarity),
+    and by keywords with SQLite FTS5 (BM25)."""
 
     def __init__(self, path: Path, dimension: int) -> None:
         if dimension < 1:
@@ -114,6 +139,22 @@ class SQLiteVectorStore(VectorStore):
         query = self._normalised([list(vector)], ["the query"])
         return await asyncio.to_thread(self._query, namespace, query, k, dict(where or {}))
 
+    async def keyword_query(
+        self,
+        namespace: str,
+        text: str,
+        k: int,
+        where: Mapping[str, MetadataValue] | None = None,
+    ) -> list[Hit]:
+        """BM25 ranking of the namespace's records against the words of ``text``; the score is
+        the BM25 relevance (higher is better)."""
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        match = fts_query(text)
+        if match is None:
+            return []
+        return await asyncio.to_thread(self._keyword, namespace, match, k, dict(where or {}))
+
     async def count(self, namespace: str) -> int:
         return await asyncio.to_thread(self._count, namespace)
 
@@ -132,7 +173,10 @@ class SQLiteVectorStore(VectorStore):
             db.execute("PRAGMA busy_timeout = 10000")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
+            had_fts = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'vector_fts'").fetchone()
             db.executescript(_SCHEMA)
+            if not had_fts:  # a store written before keyword search existed
+                db.execute("INSERT INTO vector_fts (vector_fts) VALUES ('rebuild')")
             with self._transaction(db, immediate=True):
                 db.execute(
                     "INSERT OR IGNORE INTO vector_store_info VALUES ('dimension', ?), ('id', ?)",
@@ -296,6 +340,33 @@ class SQLiteVectorStore(VectorStore):
             except sqlite3.Error as e:
                 raise StoreError(f"cannot read vector store {self.path}: {e}") from e
             return int(row[0])
+
+    def _keyword(
+        self, namespace: str, match: str, k: int, where: dict[str, MetadataValue]
+    ) -> list[Hit]:
+        sql = (
+            "SELECT r.id, r.text, r.metadata, -bm25(vector_fts) FROM vector_fts "
+            "JOIN vector_records AS r ON r.key = vector_fts.rowid "
+            "WHERE vector_fts MATCH ? AND r.namespace = ? ORDER BY bm25(vector_fts)"
+        )
+        params: list[object] = [match, namespace]
+        if not where:
+            sql += " LIMIT ?"
+            params.append(k)
+        hits: list[Hit] = []
+        with self._lock:
+            db = self._conn()
+            try:
+                for record_id, text, metadata, score in db.execute(sql, params):
+                    meta = json.loads(metadata)
+                    if where and not _matches(meta, where):
+                        continue
+                    hits.append(Hit(id=record_id, score=score, text=text, metadata=meta))
+                    if len(hits) == k:
+                        break
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot search vector store {self.path}: {e}") from e
+        return hits
 
     def _query(
         self, namespace: str, query: _FloatArray, k: int, where: dict[str, MetadataValue]
