@@ -5,6 +5,11 @@ ends the run when either runs out, so no reply can extend it. Tool calls that ha
 are journalled (a resumed run does not repeat them); calls to tools that require approval pause
 the run until a human answers ``{"approved": bool, "arguments": {...} (optional)}``. A model that
 keeps failing after its retries ends the run with a structured error instead of an exception.
+
+Every request goes through a ``keel.context.ContextBuilder`` (on by default), so a long run never
+sends more than the model's context window: tool results are capped, old turns slide out (and are
+folded into a running summary when the builder has a ``Summarizer``), retrieved memory goes to the
+edges, and the system prompt and the latest user request are always sent.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Collection, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from keel.errors import ToolNotFoundError
+from keel.context import BuiltContext, ContextBuilder, RetrievedItem, Summary
+from keel.errors import ConfigError, ToolNotFoundError
 from keel.graph.builder import END, START, Graph, RetryPolicy
 from keel.graph.runtime import RunContext, has_side_effect
 from keel.graph.state import GraphState, append
@@ -29,13 +35,17 @@ from keel.llm.messages import (
     SystemMessage,
     TextDelta,
     ToolCallPart,
+    ToolDefinition,
     ToolMessage,
     Usage,
     UserMessage,
 )
 from keel.tools.registry import ToolRegistry
 
-__all__ = ["AgentState", "agent_graph", "conversation"]
+__all__ = ["DEFAULT_CONTEXT_WINDOW", "AgentState", "agent_graph", "conversation"]
+
+DEFAULT_CONTEXT_WINDOW = 8192
+"""The window assumed for a model that does not declare its ``context_window``."""
 
 
 class AgentState(GraphState):
@@ -47,6 +57,10 @@ class AgentState(GraphState):
     output: str = ""
     stopped: str = ""
     """``answer``, ``max_turns``, ``budget`` or ``model_error``."""
+    memory: list[RetrievedItem] = Field(default_factory=list)
+    """Retrieved material for this run, placed at the edges of every prompt."""
+    summary: Summary = Field(default_factory=Summary)
+    """The running summary of turns that slid out of the window (kept so a resume reuses it)."""
 
 
 def agent_graph(
@@ -58,19 +72,29 @@ def agent_graph(
     approve: Collection[str] = (),
     settings: ModelSettings | None = None,
     model_retry: RetryPolicy | None = None,
+    context: ContextBuilder | Literal[False] | None = None,
     name: str = "agent",
 ) -> Graph[AgentState]:
     """Build the loop; ``compile()`` it (with a checkpointer for durability) and run it with
-    ``{"messages": [...]}``. ``approve`` names tools a human must approve before each call."""
+    ``{"messages": [...]}``. ``approve`` names tools a human must approve before each call.
+
+    ``context`` assembles every request: by default a ``ContextBuilder`` over the model's window
+    (``DEFAULT_CONTEXT_WINDOW`` if it declares none) that keeps ``settings.max_tokens`` (or 256)
+    free for the answer; pass your own builder (e.g. with a ``Summarizer``), or ``False`` to send
+    the whole conversation unchanged."""
     if max_turns < 1:
         raise ValueError("max_turns must be at least 1")
     registry = tools if tools is not None else ToolRegistry()
     definitions = registry.definitions()
+    builder = _context_builder(model, context, settings)
 
     async def call_model(state: AgentState, ctx: RunContext) -> dict[str, Any]:
+        messages, summary = list(state.messages), state.summary
+        if builder is not None:
+            messages, summary = await _build_prompt(builder, state, definitions)
         if ctx.streaming:
             response = None
-            async for event in model.stream(state.messages, tools=definitions, settings=settings):
+            async for event in model.stream(messages, tools=definitions, settings=settings):
                 if isinstance(event, TextDelta):
                     ctx.emit("token", event.text)
                 elif isinstance(event, ResponseDone):
@@ -78,12 +102,14 @@ def agent_graph(
             if response is None:
                 raise RuntimeError(f"{model.name} ended its stream without a response")
         else:
-            response = await model.request(state.messages, tools=definitions, settings=settings)
+            response = await model.request(messages, tools=definitions, settings=settings)
         update: dict[str, Any] = {
             "messages": [response.message],
             "turns": state.turns + 1,
             "usage": state.usage + response.usage,
         }
+        if summary != state.summary:
+            update["summary"] = summary
         if not response.message.tool_calls:
             update.update(output=response.message.text, stopped="answer")
         return update
@@ -136,6 +162,60 @@ def agent_graph(
     for node in ("give_up", "stop_turns", "stop_budget"):
         graph.add_edge(node, END)
     return graph
+
+
+def _context_builder(
+    model: Model, context: ContextBuilder | Literal[False] | None, settings: ModelSettings | None
+) -> ContextBuilder | None:
+    """The builder ``agent_graph`` uses: the one given, a default one, or None when turned off."""
+    answer = settings.max_tokens if settings is not None and settings.max_tokens else None
+    if context is False:
+        return None
+    if context is None:
+        window = model.context_window or DEFAULT_CONTEXT_WINDOW
+        return ContextBuilder(model, context_window=window, reserve_output=answer or 256)
+    if answer is not None and answer > context.reserve_output:
+        raise ConfigError(
+            f"settings.max_tokens ({answer}) is more than the builder keeps free for the answer "
+            f"({context.reserve_output}), so a full prompt plus the answer could overflow",
+            hint="raise the builder's reserve_output or lower max_tokens",
+        )
+    return context
+
+
+async def _build_prompt(
+    builder: ContextBuilder, state: AgentState, tools: Sequence[ToolDefinition]
+) -> tuple[list[Message], Summary]:
+    """The request for the next turn, within the builder's budget, and the updated summary.
+
+    The builder keeps a trailing user message whatever happens, so the latest request is handed
+    to it last, after the tool exchange that followed it; then it is put back in its place
+    (before that exchange) as long as the prompt still counts within the budget.
+    """
+    system = "\n\n".join(m.content for m in state.messages if isinstance(m, SystemMessage))
+    rest = [m for m in state.messages if not isinstance(m, SystemMessage)]
+    asked = [i for i, m in enumerate(rest) if isinstance(m, UserMessage)]
+    after = rest[asked[-1] + 1 :] if asked else []
+    history = [*rest[: asked[-1]], *after, rest[asked[-1]]] if asked else rest
+    built = await builder.build(
+        system, history, memory=state.memory, tools=tools, summary=state.summary
+    )
+    messages = built.messages
+    if after:
+        reordered = _chronological(built, len(after))
+        if await builder.model.count_tokens(reordered, tools=tools) <= builder.budget:
+            messages = reordered
+    if not system and isinstance(messages[0], SystemMessage) and not messages[0].content:
+        messages = messages[1:]  # no system prompt was given: do not send an empty one
+    return messages, built.summary
+
+
+def _chronological(built: BuiltContext, exchanged: int) -> list[Message]:
+    """``built.messages`` with its trailing request moved before the last ``exchanged``
+    history messages it kept (the builder's window is a suffix of the history it was given)."""
+    messages = built.messages
+    at = len(messages) - 1 - min(exchanged, built.history_kept)
+    return [*messages[:at], messages[-1], *messages[at:-1]]
 
 
 def _lookup(registry: ToolRegistry, name: str) -> Any:
