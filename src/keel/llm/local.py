@@ -77,11 +77,12 @@ def default_model_path() -> Path:
 def tool_call_schema(
     tools: Sequence[ToolDefinition], answer_schema: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The JSON schema a reply must follow when tools are offered: one call, or a final answer.
+    """The JSON schema a reply must follow when tools are offered: one call, several calls made
+    at once (``{"tool_calls": [...]}``), or a final answer.
 
     ``answer_schema`` constrains the final answer (structured output); plain text by default.
     """
-    choices: list[dict[str, Any]] = [
+    calls: list[dict[str, Any]] = [
         {
             "type": "object",
             "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
@@ -89,15 +90,21 @@ def tool_call_schema(
         }
         for t in tools
     ]
+    parallel = {
+        "type": "object",
+        "properties": {"tool_calls": {"type": "array", "items": {"anyOf": calls}, "minItems": 2}},
+        "required": ["tool_calls"],
+    }
     answer = answer_schema if answer_schema is not None else {"type": "string"}
-    choices.append({"type": "object", "properties": {"answer": answer}, "required": ["answer"]})
-    return {"anyOf": choices}
+    final = {"type": "object", "properties": {"answer": answer}, "required": ["answer"]}
+    return {"anyOf": [*calls, parallel, final]}
 
 
 def _tool_instructions(tools: Sequence[ToolDefinition]) -> str:
     lines = [
         "You can call tools. Reply with exactly one JSON object and nothing else.",
         'To call a tool: {"tool": "<tool name>", "arguments": {<arguments>}}',
+        'To call several tools at once: {"tool_calls": [{"tool": ..., "arguments": ...}, ...]}',
         'To give the final answer: {"answer": "<your answer>"}',
         "Tools:",
     ]
@@ -126,7 +133,11 @@ def _to_wire(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> li
             wire.append({"role": "user", "content": m.content})
         elif isinstance(m, AssistantMessage):
             chunks = [p.text for p in m.parts if isinstance(p, TextPart)]
-            chunks += [json.dumps({"tool": c.name, "arguments": c.arguments}) for c in m.tool_calls]
+            calls = [{"tool": c.name, "arguments": c.arguments} for c in m.tool_calls]
+            if len(calls) > 1:
+                chunks.append(json.dumps({"tool_calls": calls}))
+            else:
+                chunks += [json.dumps(c) for c in calls]
             wire.append({"role": "assistant", "content": "\n".join(chunks)})
         elif isinstance(m, ToolMessage):
             label = "error" if m.is_error else "result"
@@ -230,9 +241,9 @@ class LlamaCppModel(Model):
 
     def _parse(
         self, content: str, tools: Sequence[ToolDefinition], structured: bool, finish: str
-    ) -> Part:
+    ) -> tuple[Part, ...]:
         if not tools:
-            return TextPart(text=content)
+            return (TextPart(text=content),)
         try:
             reply = json.loads(content)
         except json.JSONDecodeError as e:
@@ -242,14 +253,18 @@ class LlamaCppModel(Model):
                     hint="raise max_tokens, or ask for a shorter answer",
                 ) from e
             raise ModelRequestError(f"constrained output did not parse: {e}") from e
-        if "tool" in reply:
-            return ToolCallPart(
-                id=f"call_{uuid.uuid4().hex[:12]}",
-                name=reply["tool"],
-                arguments=reply.get("arguments") or {},
+        calls = reply.get("tool_calls") or ([reply] if "tool" in reply else [])
+        if calls:
+            return tuple(
+                ToolCallPart(
+                    id=f"call_{uuid.uuid4().hex[:12]}",
+                    name=call["tool"],
+                    arguments=call.get("arguments") or {},
+                )
+                for call in calls
             )
         answer = reply.get("answer", "")
-        return TextPart(text=json.dumps(answer) if structured else str(answer))
+        return (TextPart(text=json.dumps(answer) if structured else str(answer)),)
 
     async def request(
         self,
@@ -264,11 +279,12 @@ class LlamaCppModel(Model):
         self._check(result)
         choice = result["choices"][0]
         content = choice["message"].get("content") or ""
-        part = self._parse(content, tools, output_schema is not None, choice.get("finish_reason"))
-        finish = "tool_calls" if isinstance(part, ToolCallPart) else choice.get("finish_reason")
+        parts = self._parse(content, tools, output_schema is not None, choice.get("finish_reason"))
+        is_call = isinstance(parts[0], ToolCallPart)
+        finish = "tool_calls" if is_call else choice.get("finish_reason")
         usage = result.get("usage", {})
         return Response(
-            message=AssistantMessage(parts=(part,)),
+            message=AssistantMessage(parts=parts),
             usage=Usage(
                 input_tokens=usage.get("prompt_tokens", 0),
                 output_tokens=usage.get("completion_tokens", 0),
