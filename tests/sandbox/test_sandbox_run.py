@@ -175,6 +175,24 @@ async def test_pool_close_leaves_no_process(backend: BubblewrapSandbox) -> None:
     assert pool.ready == 0
 
 
+async def test_pool_refills_between_runs_not_during_them(backend: BubblewrapSandbox) -> None:
+    async with WarmPool(backend, size=2) as pool:
+        await pool.run("print(1)")  # leaves a background refill pending
+        await pool.fill()
+
+        async def ready_during_run() -> int:
+            await asyncio.sleep(0.2)
+            return pool.ready
+
+        watcher = asyncio.create_task(ready_during_run())
+        slow = await pool.run("import time; time.sleep(0.4); print('done')")
+        # A started sandbox still waited for the next run: the refill did not compete.
+        assert slow.stdout_text == "done\n" and await watcher == 1
+        assert pool._filling is not None
+        await pool._filling
+        assert pool.ready == 2
+
+
 async def test_used_instance_is_never_reused(backend: BubblewrapSandbox) -> None:
     instance = await backend.start(disk_mb=FAST.disk_mb)
     await instance.execute("print(1)", runtime="python", files={}, limits=FAST, env=None)

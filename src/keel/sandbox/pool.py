@@ -36,6 +36,9 @@ class WarmPool:
         self._filling: asyncio.Task[None] | None = None
         self._fill_lock = asyncio.Lock()
         self._closed = False
+        self._running = 0  # runs in flight
+        self._idle = asyncio.Event()  # set while no run is in flight
+        self._idle.set()
 
     async def __aenter__(self) -> WarmPool:
         await self.fill()
@@ -58,16 +61,38 @@ class WarmPool:
         """Start sandboxes until ``size`` are ready (returns when they are)."""
         async with self._fill_lock:
             while not self._closed and len(self._ready) < self.size:
-                instance = await self.backend.start(disk_mb=self.backend.limits.disk_mb)
-                if self._closed:
-                    await instance.destroy()
-                    return
-                self._ready.append(instance)
+                await self._start_one()
+
+    async def _start_one(self) -> None:
+        instance = await self.backend.start(disk_mb=self.backend.limits.disk_mb)
+        if self._closed:
+            await instance.destroy()
+            return
+        self._ready.append(instance)
+
+    async def _top_up(self) -> None:
+        """Refill in the background, one sandbox at a time, between runs.
+
+        Starting a sandbox holds the event loop while bubblewrap is forked and exec'd, and takes
+        CPU the run needs: while a run is in flight and a started sandbox is still waiting for
+        the next one, the start waits until no run is in flight. An empty pool is refilled at
+        once, since the next run would otherwise start a sandbox itself.
+        """
+        while not self._closed and len(self._ready) < self.size:
+            if self._running and self._ready:
+                await self._idle.wait()
+                continue
+            async with self._fill_lock:
+                # Checked again: a run may have started while this waited for the lock.
+                if self._closed or (self._running and self._ready):
+                    continue
+                if len(self._ready) < self.size:
+                    await self._start_one()
 
     def _refill(self) -> None:
         if self._closed or (self._filling is not None and not self._filling.done()):
             return
-        self._filling = asyncio.create_task(self.fill())
+        self._filling = asyncio.create_task(self._top_up())
 
     async def run(
         self,
@@ -82,6 +107,27 @@ class WarmPool:
         """Run in a ready sandbox when there is one, else in a fresh one (see ``Sandbox.run``)."""
         limits = limits or self.backend.limits
         checked = check_files(files or {})
+        self._running += 1
+        self._idle.clear()
+        try:
+            return await self._run(code, runtime, checked, limits, allow_net, env)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
+            # Refilled after the run, so that starting the next sandbox does not compete with
+            # this run for the CPU.
+            self._refill()
+
+    async def _run(
+        self,
+        code: str,
+        runtime: Runtime,
+        files: Mapping[str, bytes],
+        limits: Limits,
+        allow_net: Sequence[str],
+        env: Mapping[str, str] | None,
+    ) -> Result:
         instance = None
         if not allow_net and limits.disk_mb == self.backend.limits.disk_mb:
             while self._ready and instance is None:
@@ -94,17 +140,15 @@ class WarmPool:
             instance = await self.backend.start(disk_mb=limits.disk_mb, allow_net=allow_net)
         try:
             return await instance.execute(
-                code, runtime=runtime, files=checked, limits=limits, env=env
+                code, runtime=runtime, files=files, limits=limits, env=env
             )
         finally:
             await instance.destroy()
-            # Refilled after the run, so that starting the next sandbox does not compete with
-            # this run for the CPU.
-            self._refill()
 
     async def close(self) -> None:
         """Stop refilling and destroy every idle sandbox."""
         self._closed = True
+        self._idle.set()  # a background refill waiting for the runs to end stops now
         if self._filling is not None:
             # Not cancelled: a start cut in half could leave a process behind. fill() stops
             # after the start in flight and destroys what it started.
