@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,31 +21,15 @@ from typing import Any
 
 import faiss
 import numpy as np
-import psutil
+from ann_metrics import K, rss, tie_aware_recall
 
 from keel.memory.base import VectorRecord
 from keel.memory.sqlite_store import SQLiteVectorStore
 
 HERE = Path(__file__).parent
-K = 10
-
 
 DATA: np.ndarray = np.zeros((0, 0), dtype=np.float32)
 """The indexed vectors, for scoring what an index returned."""
-
-
-def tie_aware_recall(found: list[list[int]], queries: np.ndarray, truth: np.ndarray) -> float:
-    """Share of returned ids at least as similar as the exact K-th neighbour: man pages repeat
-    text, so equal vectors under different ids are equally right answers."""
-    total = 0
-    for ids, q, exact in zip(found, queries, truth, strict=True):
-        kth = float(DATA[exact[K - 1]] @ q)
-        total += sum(1 for i in ids[:K] if i >= 0 and float(DATA[i] @ q) >= kth - 1e-5)
-    return total / (K * len(queries))
-
-
-def rss() -> int:
-    return int(psutil.Process(os.getpid()).memory_info().rss)
 
 
 def measure(
@@ -67,7 +50,7 @@ def measure(
     started = time.perf_counter()
     found = [search(index, q) for q in queries]
     qps = len(queries) / (time.perf_counter() - started)
-    recall = tie_aware_recall(found, queries, truth)
+    recall = tie_aware_recall(found, queries, truth, DATA)
     row = (name, built, recall, qps, memory / 1e6)
     print(f"{name:<34} {built:8.1f} {recall:9.3f} {qps:9.0f} {memory / 1e6:9.1f}", flush=True)
     return row

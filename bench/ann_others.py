@@ -14,7 +14,6 @@ of the queries (default 100).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,28 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
+from ann_metrics import K, rss, tie_aware_recall
 
 HERE = Path(__file__).parent
-K = 10
-
 
 DATA: np.ndarray = np.zeros((0, 0), dtype=np.float32)
 """The indexed vectors, for scoring what an index returned."""
-
-
-def tie_aware_recall(found: list[list[int]], queries: np.ndarray, truth: np.ndarray) -> float:
-    """Share of returned ids at least as similar as the exact K-th neighbour: man pages repeat
-    text, so equal vectors under different ids are equally right answers."""
-    total = 0
-    for ids, q, exact in zip(found, queries, truth, strict=True):
-        kth = float(DATA[exact[K - 1]] @ q)
-        total += sum(1 for i in ids[:K] if i >= 0 and float(DATA[i] @ q) >= kth - 1e-5)
-    return total / (K * len(queries))
-
-
-def rss() -> int:
-    return int(psutil.Process(os.getpid()).memory_info().rss)
 
 
 def report(
@@ -61,7 +44,7 @@ def report(
     started = time.perf_counter()
     found = [search(index, q) for q in queries]
     qps = len(queries) / (time.perf_counter() - started)
-    recall = tie_aware_recall(found, queries, truth)
+    recall = tie_aware_recall(found, queries, truth, DATA)
     print(f"{name:<34} {built:8.1f} {recall:9.3f} {qps:9.1f} {memory / 1e6:9.1f}", flush=True)
 
 
