@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from keel.config import KeelSettings, load_settings
-from keel.console import err, fail_cleanly, out
+from keel.console import ConfigOption, DataDirOption, err, fail_cleanly, out
 from keel.errors import DocumentError
 
 if TYPE_CHECKING:
@@ -74,23 +74,6 @@ ModelOption = Annotated[
         "-m",
         help="Model to answer with: 'local' (SmolLM2-135M, the default) or "
         "'local:/path/to/model.gguf'. Default: llm.model from keel.toml or KEEL_LLM__MODEL.",
-        show_default=False,
-    ),
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Where Keel keeps its SQLite files and indexes. Default: ~/.local/share/keel "
-        "(or KEEL_DATA_DIR).",
-        show_default=False,
-    ),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="Path of a keel.toml to read instead of ./keel.toml (or KEEL_CONFIG).",
         show_default=False,
     ),
 ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,10 +17,29 @@ from rich.markup import escape
 
 from keel.errors import KeelError
 
-__all__ = ["err", "fail_cleanly", "out"]
+__all__ = ["ConfigOption", "DataDirOption", "err", "fail_cleanly", "out"]
 
 out = Console()
 err = Console(stderr=True)
+
+# Options every command that touches stored state takes.
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where Keel keeps its SQLite files and indexes. Default: ~/.local/share/keel "
+        "(or KEEL_DATA_DIR).",
+        show_default=False,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Path of a keel.toml to read instead of ./keel.toml (or KEEL_CONFIG).",
+        show_default=False,
+    ),
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 import typer
 from rich.console import Console
 
-from keel.console import fail_cleanly
+from keel.console import ConfigOption, DataDirOption, fail_cleanly
 from keel.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
@@ -31,24 +31,6 @@ out = Console()
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Where Keel keeps its SQLite files and indexes. Default: ~/.local/share/keel "
-        "(or KEEL_DATA_DIR).",
-        show_default=False,
-    ),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="Path of a keel.toml to read instead of ./keel.toml (or KEEL_CONFIG).",
-        show_default=False,
-    ),
-]
 
 
 def _settings(config: Path | None, data_dir: Path | None) -> KeelSettings:
