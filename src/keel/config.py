@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from keel.errors import ConfigError
 
 __all__ = [
+    "BudgetLimitSettings",
+    "BudgetSettings",
+    "CacheSettings",
+    "DistributedSettings",
     "EmbeddingSettings",
+    "EvalSettings",
     "KeelSettings",
     "LLMSettings",
     "MemorySettings",
+    "ServeAgentSettings",
+    "ServeSettings",
     "TraceSettings",
     "load_settings",
 ]
@@ -68,9 +76,26 @@ class LLMSettings(_Section):
 class EmbeddingSettings(_Section):
     """Which embedding model turns text into vectors."""
 
-    model: str = Field("minilm", description="'minilm': all-MiniLM-L6-v2 (int8 ONNX, local)")
+    model: str = Field(
+        "minilm",
+        description="'minilm': all-MiniLM-L6-v2 (int8 ONNX, local); 'openai:MODEL': an "
+        "OpenAI-compatible /v1/embeddings endpoint (OpenAI's API unless base_url is set)",
+    )
     batch_size: int = Field(32, ge=1)
     threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    # Hosted embeddings ('openai:MODEL') only:
+    base_url: str | None = Field(
+        None, description="an OpenAI-compatible server's /v1 URL (vLLM, TEI, Ollama, ...)"
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="name of the environment variable holding the API key (default "
+        "OPENAI_API_KEY, or OPENAI_COMPATIBLE_API_KEY with a base_url); never the key itself",
+    )
+    dimension: int | None = Field(
+        None, ge=1, description="the hosted model's vector length (else known or probed once)"
+    )
+    timeout_s: float = Field(60.0, gt=0, description="per-request timeout, hosted embeddings")
 
 
 class MemorySettings(_Section):
@@ -79,12 +104,231 @@ class MemorySettings(_Section):
     chunk_chars: int = Field(1000, ge=100, description="largest chunk, in characters")
     chunk_overlap: int = Field(100, ge=0, description="characters shared by neighbouring chunks")
     top_k: int = Field(4, ge=1, le=50, description="chunks retrieved per question")
+    backend: Literal["sqlite", "pgvector", "qdrant"] = Field(
+        "sqlite",
+        description="vector store: 'sqlite' (embedded file + faiss), 'pgvector' (PostgreSQL, "
+        "needs dsn or dsn_env), 'qdrant' (qdrant_url, else local mode in qdrant_path)",
+    )
+    dsn: str | None = Field(
+        None,
+        description="PostgreSQL connection string without a password (use PGPASSWORD or a "
+        "passfile); when set, episodic memory is kept in PostgreSQL too",
+    )
+    dsn_env: str | None = Field(
+        None, description="name of an environment variable holding the connection string"
+    )
+    pg_schema: str = Field("keel", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pg_table: str = Field("memory_vectors", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    qdrant_url: str | None = Field(None, description="a Qdrant server, e.g. http://host:6333")
+    qdrant_path: Path | None = Field(
+        None, description="folder of Qdrant's local mode (default: DATA_DIR/qdrant)"
+    )
+    qdrant_api_key_env: str | None = Field(
+        "QDRANT_API_KEY", description="name of the environment variable holding the API key"
+    )
+    qdrant_collection: str = "keel_memory"
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, value: str | None) -> str | None:
+        if value is not None and (
+            re.search(r"(^|\s)password\s*=", value) or re.match(r"^\w+://[^/@]*:[^/@]*@", value)
+        ):
+            raise ValueError(
+                "memory.dsn must not hold a password: use PGPASSWORD, a passfile, or dsn_env"
+            )
+        return value
+
+    def resolve_dsn(self) -> str | None:
+        """The PostgreSQL connection string: ``dsn``, else the variable ``dsn_env`` names."""
+        if self.dsn:
+            return self.dsn
+        if self.dsn_env:
+            value = os.environ.get(self.dsn_env)
+            if not value:
+                raise ConfigError(
+                    f"memory.dsn_env names {self.dsn_env}, which is not set",
+                    hint=f"export {self.dsn_env}='postgresql://user@host/db'",
+                )
+            return value
+        return None
 
 
 class TraceSettings(_Section):
     """Where spans go."""
 
     enabled: bool = True
+    store: bool = Field(True, description="record spans in the local SQLite trace store")
+    capture_content: bool = Field(
+        False, description="record prompts, replies and tool arguments in spans (redacted)"
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="also export spans and metrics over OTLP to this collector URL, e.g. "
+        "http://127.0.0.1:4318 (http) or http://127.0.0.1:4317 (grpc)",
+    )
+    otlp_protocol: Literal["http", "grpc"] = "http"
+    otlp_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="OTLP header name -> NAME of the environment variable holding its value",
+    )
+    service_name: str = Field("keel", min_length=1, description="OpenTelemetry service.name")
+    dsn: str | None = Field(
+        None,
+        description="PostgreSQL connection string without a password (use PGPASSWORD or a "
+        "passfile); when set, the trace store is in PostgreSQL instead of DATA_DIR/traces.db",
+    )
+    dsn_env: str | None = Field(
+        None, description="name of an environment variable holding the connection string"
+    )
+    pg_schema: str = Field("keel", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, value: str | None) -> str | None:
+        if value is not None and (
+            re.search(r"(^|\s)password\s*=", value) or re.match(r"^\w+://[^/@]*:[^/@]*@", value)
+        ):
+            raise ValueError(
+                "trace.dsn must not hold a password: use PGPASSWORD, a passfile, or dsn_env"
+            )
+        return value
+
+    def resolve_dsn(self) -> str | None:
+        """The PostgreSQL connection string: ``dsn``, else the variable ``dsn_env`` names."""
+        if self.dsn:
+            return self.dsn
+        if self.dsn_env:
+            value = os.environ.get(self.dsn_env)
+            if not value:
+                raise ConfigError(
+                    f"trace.dsn_env names {self.dsn_env}, which is not set",
+                    hint=f"export {self.dsn_env}='postgresql://user@host/db'",
+                )
+            return value
+        return None
+
+
+class ServeAgentSettings(_Section):
+    """One agent the service exposes (``[serve.agents.NAME]``)."""
+
+    kind: str = Field(
+        "agent",
+        description="'docqa' (answers from a memory namespace), 'agent' (the tool loop) or "
+        "'graph:MODULE:FACTORY' (a function returning a keel.graph.Graph)",
+    )
+    model: str | None = Field(None, description="model string; default: llm.model")
+    namespace: str = Field("docs", description="memory namespace (docqa), per tenant")
+    tools: str | None = Field(
+        None, description="MODULE:ATTRIBUTE of a keel.tools.ToolRegistry (agent)"
+    )
+    approve: list[str] = Field(
+        default_factory=list, description="tools that need a human's approval (agent)"
+    )
+    system_prompt: str = ""
+    max_turns: int = Field(8, ge=1, le=100)
+    description: str = ""
+
+
+class ServeSettings(_Section):
+    """The HTTP service (``keel serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    auth: bool = Field(True, description="require an API key (Authorization: Bearer KEY)")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted")
+    docs_agent: bool = Field(True, description="expose the built-in 'docs' agent (DocumentQA)")
+    agents: dict[str, ServeAgentSettings] = Field(default_factory=dict)
+
+
+class EvalSettings(_Section):
+    """Evaluation and recording (``keel eval``, ``keel replay``)."""
+
+    record: bool = Field(
+        False, description="record every `keel ask` run (model, retrieval, tools) for replay"
+    )
+
+
+class BudgetLimitSettings(_Section):
+    """Limits of one budget (``[budget.run]``, ``[budget.day]``, ``[budget.tenant_day]``);
+    unset means unlimited. Costs are US dollars."""
+
+    input_tokens: int | None = Field(None, ge=0)
+    output_tokens: int | None = Field(None, ge=0)
+    total_tokens: int | None = Field(None, ge=0)
+    cost_usd: float | None = Field(None, ge=0)
+    model_calls: int | None = Field(None, ge=0)
+    tool_calls: int | None = Field(None, ge=0)
+    wall_time_s: float | None = Field(None, gt=0)
+
+
+class BudgetSettings(_Section):
+    """Token, cost, call and wall-time budgets (``keel.budget``) and where their counters live."""
+
+    ledger: Literal["sqlite", "postgres", "redis"] = Field(
+        "sqlite", description="where counters persist: 'sqlite' (data_dir/budget.db), "
+        "'postgres' or 'redis' (shared by machines; set url)",
+    )
+    url: str | None = Field(
+        None,
+        description="PostgreSQL conninfo/URL or redis:// URL; prefer PGPASSWORD or a passfile "
+        "to a password here",
+    )
+    reservation_ttl_s: float = Field(
+        300.0, gt=0, description="an unsettled reservation (a crashed call) expires after this"
+    )
+    prices: Path | None = Field(None, description="a price table TOML (keel.llm.cost) for costs")
+    run: BudgetLimitSettings = Field(default_factory=BudgetLimitSettings)
+    day: BudgetLimitSettings = Field(
+        default_factory=BudgetLimitSettings, description="everything, per UTC day"
+    )
+    tenant_day: BudgetLimitSettings = Field(
+        default_factory=BudgetLimitSettings, description="each tenant, per UTC day"
+    )
+
+
+class CacheSettings(_Section):
+    """The response cache (``keel.cache``): exact, and optionally semantic."""
+
+    enabled: bool = Field(False, description="answer repeated model calls from the cache")
+    backend: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="'sqlite' (a file under data_dir) or 'redis' (shared by processes)"
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis server of the 'redis' backend (a password in it is never printed)",
+    )
+    ttl_s: float = Field(7 * 24 * 3600.0, ge=0, description="seconds an entry lives; 0: forever")
+    semantic: bool = Field(
+        False, description="also answer calls whose last user message is similar enough"
+    )
+    threshold: float = Field(
+        0.998,
+        gt=0.0,
+        le=1.0,
+        description="cosine similarity a semantic hit needs; calibrate with keel cache calibrate",
+    )
+    namespace: str = Field("default", min_length=1, description="tenant/agent of the entries")
+    cache_sampled: bool = Field(
+        False, description="also cache calls with temperature > 0 (answers then repeat)"
+    )
+
+
+class DistributedSettings(_Section):
+    """Where batch work (ingestion, fan-out, evaluation) runs (``keel.distributed``)."""
+
+    executor: Literal["local", "ray"] = Field(
+        "local", description="'local' (this process) or 'ray' (tasks on a Ray cluster)"
+    )
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster: 'ray://HOST:10001', a GCS 'HOST:PORT', 'auto', "
+        "or unset for a private local cluster",
+    )
+    concurrency: int = Field(4, ge=1, description="items in flight at once (local executor)")
+    max_in_flight: int = Field(64, ge=1, description="Ray tasks outstanding at once")
+    batch_size: int = Field(8, ge=1, description="files loaded and chunked per task (ingest)")
+    embed_batch_size: int = Field(256, ge=1, description="chunk texts embedded per task (ingest)")
 
 
 class KeelSettings(BaseModel):
@@ -100,11 +344,26 @@ class KeelSettings(BaseModel):
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    evals: EvalSettings = Field(default_factory=EvalSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
 
     @property
     def memory_path(self) -> Path:
         """The SQLite file of the embedded vector memory."""
         return self.data_dir / "memory.db"
+
+    @property
+    def budget_path(self) -> Path:
+        """The SQLite file of the budget ledger (``budget.ledger = "sqlite"``)."""
+        return self.data_dir / "budget.db"
+
+    @property
+    def cache_path(self) -> Path:
+        """The SQLite file of the embedded response cache."""
+        return self.data_dir / "cache.db"
 
     @property
     def trace_path(self) -> Path:

@@ -43,6 +43,15 @@ __all__ = [
     "AllModelsFailedError",
     "ContextOverflowError",
     "SkillNotFoundError",
+    "PolicyError",
+    "ServeError",
+    "AuthError",
+    "AgentNotFoundError",
+    "DatasetError",
+    "RecordingNotFoundError",
+    "ReplayDivergenceError",
+    "EmbeddingDimensionError",
+    "BudgetExceeded",
 ]
 
 
@@ -236,3 +245,94 @@ class ContextOverflowError(KeelError):
 
 class SkillNotFoundError(StoreError):
     """No skill of that name (or no such version of it) is in procedural memory."""
+
+
+class DatasetError(KeelError):
+    """An eval dataset file is missing, unreadable or invalid (the message names the file and
+    the location in it)."""
+
+
+class RecordingNotFoundError(StoreError):
+    """No recorded run with that id (or id prefix) is in the recordings file."""
+
+
+class ReplayDivergenceError(KeelError):
+    """A replayed run asked for something other than what was recorded at some step, so the
+    recording cannot answer it; the message names the step and what differs."""
+
+    def __init__(self, message: str, *, step: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.step = step
+
+
+class PolicyError(ConfigError):
+    """A guard policy file is missing or invalid (the message names the file, line and key)."""
+
+
+class ServeError(KeelError):
+    """A request to the Keel service cannot be served (the message says why)."""
+
+
+class AuthError(ServeError):
+    """An API key is missing, unknown or revoked."""
+
+
+class AgentNotFoundError(ServeError):
+    """The service exposes no agent of that name."""
+
+
+
+class BudgetExceeded(KeelError):
+    """A call would take a budget past one of its limits, so it was not made.
+
+    ``scope`` is the budget's key (``run:r1``, ``tenant:acme@2026-11-24``), ``limit`` the counter
+    (``total_tokens``, ``cost_usd``, ...), ``used`` what was used or reserved, ``maximum`` the
+    limit and ``requested`` what the call needed. A graph run stopped by it sets ``run_id``,
+    ``state`` (the state of the last completed step, also checkpointed) and ``steps``, so the
+    partial result can be read and the run resumed with a larger budget.
+    ``Agent.run`` sets ``state`` to the ``AgentResult`` of what it did so far.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str,
+        limit: str,
+        used: float,
+        maximum: float,
+        requested: float,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.scope = scope
+        self.limit = limit
+        self.used = used
+        self.maximum = maximum
+        self.requested = requested
+        self.run_id: str | None = None
+        self.state: object = None
+        self.steps: int | None = None
+
+
+class EmbeddingDimensionError(ModelError):
+    """An embedding model returned vectors of another length than configured or than the store
+    holds: the model, its ``dimension`` setting, or the store it writes to must change."""
+
+
+class CacheError(StoreError):
+    """The response cache (``keel.cache``) could not be opened, read or written."""
+
+
+__all__ += ["CacheError"]
+
+
+class ExecutorError(KeelError):
+    """A batch executor (``keel.distributed``) could not start, connect or run a task."""
+
+
+class TaskFailedError(ExecutorError):
+    """One item of an executor's batch failed; ``ItemResult.unwrap()`` raises it."""
+
+
+__all__ += ["ExecutorError", "TaskFailedError"]
