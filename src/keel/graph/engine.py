@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic_core
 from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel
 
 from keel.errors import (
+    BudgetExceeded,
     GraphDefinitionError,
     GraphError,
     GraphStepLimitError,
@@ -33,6 +35,7 @@ from keel.graph.runtime import Event, Interrupt, Interrupted, Journal, RunContex
 from keel.graph.state import NodeFailure, StateSchema
 from keel.graph.subgraph import run_subgraph
 from keel.observe import semconv as sc
+from keel.observe.conversation import conversation
 
 if TYPE_CHECKING:
     from keel.graph.builder import Graph
@@ -74,6 +77,7 @@ class _Run:
     path: tuple[str, ...] = ()
     barriers: dict[str, set[str]] = field(default_factory=dict)
     visited: list[str] = field(default_factory=list)
+    traced: bool = False  # the run's span is recording: give each node a span too
 
 
 class _Failed:
@@ -300,12 +304,22 @@ class CompiledGraph(Generic[S]):
     # -- the loop ------------------------------------------------------------------------
 
     async def _traced(self, run: _Run) -> RunResult[S]:
-        with _tracer.start_as_current_span(f"invoke_agent {self.name}") as span:
+        # The run id is the conversation, unless the run is part of an outer one (a session).
+        with (
+            conversation(run.run_id),
+            _tracer.start_as_current_span(f"invoke_agent {self.name}") as span,
+        ):
             span.set_attribute(sc.GEN_AI_OPERATION_NAME, sc.OPERATION_INVOKE_AGENT)
             span.set_attribute(sc.GEN_AI_AGENT_NAME, self.name)
             span.set_attribute(RUN_ID_ATTRIBUTE, run.run_id)
+            run.traced = span.is_recording()
             try:
                 result = await self._execute(run)
+            except BudgetExceeded as e:
+                # The run stops cleanly: its last completed step is checkpointed, and the
+                # error carries that partial state so the caller can read it or resume.
+                e.run_id, e.state, e.steps = run.run_id, run.state, run.step
+                raise
             finally:
                 span.set_attribute(sc.KEEL_AGENT_STEPS, run.step)
                 span.set_attribute(PATH_ATTRIBUTE, run.visited[-200:])
@@ -407,6 +421,20 @@ class CompiledGraph(Generic[S]):
         return out
 
     async def _task(self, run: _Run, step: int, index: int, task: Task) -> Any:
+        if not run.traced:
+            return await self._run_task(run, step, index, task)
+        name = task[0]
+        attributes: dict[str, str | int] = {sc.KEEL_GRAPH_NODE: name, sc.KEEL_GRAPH_STEP: step}
+        with _tracer.start_as_current_span(f"node {name}", attributes=attributes) as span:
+            outcome = await self._run_task(run, step, index, task)
+            if isinstance(outcome, _Failed):
+                span.set_attribute(sc.ERROR_TYPE, outcome.failure.type)
+                span.set_status(StatusCode.ERROR, outcome.failure.message[:200])
+            elif isinstance(outcome, Interrupted):
+                span.set_attribute("keel.graph.interrupted", True)
+            return outcome
+
+    async def _run_task(self, run: _Run, step: int, index: int, task: Task) -> Any:
         name, arg = task
         spec = self._nodes[name]
         emit = run.emit
@@ -433,9 +461,16 @@ class CompiledGraph(Generic[S]):
                             out = await out
             except Interrupted as e:
                 return e
+            except BudgetExceeded:
+                raise  # a budget stop ends the run: no retry, no fallback node
             except Exception as e:
                 policy = spec.retry
                 if policy is not None and attempt < attempts and isinstance(e, policy.retry_on):
+                    if run.traced:
+                        trace.get_current_span().add_event(
+                            "keel.retry",
+                            {sc.KEEL_RETRY_ATTEMPT: attempt, sc.ERROR_TYPE: type(e).__name__},
+                        )
                     if policy.backoff:
                         await asyncio.sleep(policy.backoff * 2 ** (attempt - 1))
                     continue

@@ -10,6 +10,7 @@ unrelated subject, so its facts cannot leak into answers unnoticed) shows the mo
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from keel.llm.structured import request_structured
 from keel.memory.base import Hit
 from keel.memory.retrieval import Retriever
 from keel.observe import semconv as sc
+from keel.observe.conversation import conversation
 
 __all__ = ["Citation", "DocumentQA", "GroundedAnswer", "Statement"]
 
@@ -183,7 +185,11 @@ class DocumentQA:
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
-        with _tracer.start_as_current_span(f"invoke_agent {self.name}") as span:
+        # A run is its own conversation unless the caller opened one (keel.observe.conversation).
+        with (
+            conversation(uuid.uuid4().hex),
+            _tracer.start_as_current_span(f"invoke_agent {self.name}") as span,
+        ):
             span.set_attribute(sc.GEN_AI_OPERATION_NAME, sc.OPERATION_INVOKE_AGENT)
             span.set_attribute(sc.GEN_AI_AGENT_NAME, self.name)
             span.set_attribute(sc.GEN_AI_REQUEST_MODEL, self.model.name)

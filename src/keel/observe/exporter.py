@@ -17,8 +17,8 @@ from opentelemetry.trace import StatusCode
 from opentelemetry.util.types import Attributes
 
 from keel.errors import StoreError
+from keel.observe.base import TraceStore
 from keel.observe.records import AttributeValue, Scalar, SpanEvent, SpanRecord, SpanStatus
-from keel.observe.store import SQLiteTraceStore
 
 __all__ = ["SQLiteSpanExporter", "SwitchingSpanExporter", "to_span_record"]
 
@@ -32,13 +32,13 @@ _STATUS: dict[StatusCode, SpanStatus] = {
 
 
 class SQLiteSpanExporter(SpanExporter):
-    """Writes each batch of finished spans to a ``SQLiteTraceStore`` in one transaction.
+    """Writes each batch of finished spans to a ``TraceStore`` (SQLite or PostgreSQL) at once.
 
     The store belongs to whoever opened it: shutting the exporter down stops writes but does not
     close the store, which may still be read.
     """
 
-    def __init__(self, store: SQLiteTraceStore) -> None:
+    def __init__(self, store: TraceStore) -> None:
         self.store = store
         self._stopped = False
 

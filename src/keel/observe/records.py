@@ -68,6 +68,13 @@ class SpanRecord:
         value = self.attributes.get(sc.GEN_AI_OPERATION_NAME)
         return value if isinstance(value, str) else None
 
+    def float_attribute(self, key: str) -> float | None:
+        """A numeric attribute as a float, or None when it is absent or not a number."""
+        value = self.attributes.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
     def int_attribute(self, key: str) -> int | None:
         """An integer attribute, or None when it is absent or not an integer."""
         value = self.attributes.get(key)
@@ -82,7 +89,9 @@ class TraceSummary:
     (``execute_tool`` spans) and retrievals (``retrieval`` spans), i.e. the spans whose
     ``gen_ai.operation.name`` is in ``STEP_OPERATIONS``. Spans that only group work (the agent run,
     graph nodes, ingestion) are not steps. Tokens are summed over ``chat`` spans from
-    ``gen_ai.usage.input_tokens`` and ``gen_ai.usage.output_tokens``. ``status`` is ``"error"``
+    ``gen_ai.usage.input_tokens`` and ``gen_ai.usage.output_tokens``, cost over ``chat`` spans from
+    ``keel.cost.usd``. ``conversation_id`` (the session) and ``agent_name`` are the first found,
+    the root span's first. ``status`` is ``"error"``
     when the root span failed; ``errors`` counts every failed span, including tool calls whose
     error went back to the model and did not end the run.
     """
@@ -100,6 +109,9 @@ class TraceSummary:
     output_tokens: int
     status: Literal["ok", "error"]
     errors: int
+    cost_usd: float = 0.0
+    conversation_id: str | None = None
+    agent_name: str | None = None
 
     @property
     def started_at(self) -> datetime:
@@ -131,4 +143,20 @@ def summarize_trace(spans: Sequence[SpanRecord]) -> TraceSummary:
         output_tokens=sum(s.int_attribute(sc.GEN_AI_USAGE_OUTPUT_TOKENS) or 0 for s in chats),
         status="error" if root.status == "error" else "ok",
         errors=sum(1 for s in spans if s.status == "error"),
+        cost_usd=sum(s.float_attribute(sc.KEEL_COST_USD) or 0.0 for s in chats),
+        conversation_id=_first_text(spans, root, sc.GEN_AI_CONVERSATION_ID),
+        agent_name=_first_text(
+            [s for s in spans if s.operation == sc.OPERATION_INVOKE_AGENT],
+            None,
+            sc.GEN_AI_AGENT_NAME,
+        ),
     )
+
+
+def _first_text(spans: Sequence[SpanRecord], first: SpanRecord | None, key: str) -> str | None:
+    """The string attribute ``key`` of ``first``, else of the earliest span that has it."""
+    for span in ([first] if first is not None else []) + sorted(spans, key=lambda s: s.start_ns):
+        value = span.attributes.get(key)
+        if isinstance(value, str):
+            return value
+    return None

@@ -16,7 +16,13 @@ from rich.tree import Tree
 from keel.observe import semconv as sc
 from keel.observe.records import SpanRecord, TraceSummary
 
-__all__ = ["format_duration", "render_summary", "render_trace"]
+__all__ = [
+    "format_cost",
+    "format_duration",
+    "keel_attributes",
+    "render_summary",
+    "render_trace",
+]
 
 
 def render_trace(spans: Sequence[SpanRecord]) -> Tree:
@@ -88,7 +94,13 @@ def render_summary(summary: TraceSummary) -> Table:
     table.add_row("retrievals", str(summary.retrievals))
     table.add_row("tokens in", str(summary.input_tokens))
     table.add_row("tokens out", str(summary.output_tokens))
+    if summary.cost_usd:
+        table.add_row("cost", format_cost(summary.cost_usd))
     table.add_row("wall time", format_duration(round(summary.wall_time_s * 1e9)))
+    if summary.agent_name:
+        table.add_row("agent", Text(summary.agent_name))
+    if summary.conversation_id:
+        table.add_row("session", Text(summary.conversation_id))
     table.add_row("status", status)
     return table
 
@@ -113,9 +125,57 @@ def _label(span: SpanRecord) -> Text:
         counts = [f"in={tokens_in}" if tokens_in is not None else ""]
         counts.append(f"out={tokens_out}" if tokens_out is not None else "")
         label.append(f"  {' '.join(c for c in counts if c)} tok", style="magenta")
+    cost = span.float_attribute(sc.KEEL_COST_USD)
+    if cost is not None:
+        label.append(f"  {format_cost(cost)}", style="green")
     if failed:
         label.append(f"  {_error_message(span)}", style="red")
+    extras = keel_attributes(span)
+    if extras:
+        label.append("  " + "  ".join(f"{k}={v}" for k, v in extras), style="dim")
     return label
+
+
+# Shown elsewhere in the label, or too long to be useful on one line.
+_HIDDEN = frozenset(
+    {sc.KEEL_COST_USD, sc.KEEL_REQUEST_TOOLS, sc.KEEL_GRAPH_PATH, sc.KEEL_GRAPH_NODE}
+)
+MAX_SHOWN_VALUE = 48
+
+
+def keel_attributes(span: SpanRecord) -> list[tuple[str, str]]:
+    """Keel's own ``keel.*`` attributes of a span (cache hits, budgets, policy decisions, ...)
+    as short ``(name, value)`` pairs, ``keel.`` dropped, in name order, long values cut.
+
+    Generic on purpose: a layer that adds an attribute under ``keel.`` is shown without any
+    change here."""
+    pairs: list[tuple[str, str]] = []
+    for key in sorted(span.attributes):
+        if not key.startswith("keel.") or key in _HIDDEN:
+            continue
+        value = span.attributes[key]
+        if isinstance(value, bool):
+            text = str(value).lower()
+        elif isinstance(value, float):
+            text = f"{value:.4g}"
+        elif isinstance(value, str | int):
+            text = str(value)
+        else:
+            text = ",".join(str(v) for v in value)
+        text = " ".join(text.split())
+        if len(text) > MAX_SHOWN_VALUE:
+            text = text[: MAX_SHOWN_VALUE - 1] + "…"
+        pairs.append((key.removeprefix("keel."), text))
+    return pairs
+
+
+def format_cost(usd: float) -> str:
+    """A cost in US dollars with enough digits for a single cheap call: ``$0.000420``."""
+    if usd == 0:
+        return "$0"
+    if usd >= 0.01:
+        return f"${usd:.4f}"
+    return f"${usd:.6f}"
 
 
 def _error_message(span: SpanRecord) -> str:

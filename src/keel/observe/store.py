@@ -17,12 +17,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from keel.errors import StoreError
+from keel.observe import semconv as sc
+from keel.observe.base import MIN_PREFIX, TraceStore
 from keel.observe.records import SpanEvent, SpanRecord, TraceSummary, summarize_trace
 
 __all__ = ["MIN_PREFIX", "SQLiteTraceStore"]
-
-MIN_PREFIX = 6
-"""The fewest hex characters of a trace id that ``trace()`` and ``summary()`` accept."""
 
 SCHEMA_VERSION = 1
 # _MIGRATIONS[v] upgrades a file at PRAGMA user_version v to v + 1, in one transaction.
@@ -53,7 +52,7 @@ _HEX = frozenset("0123456789abcdef")
 _LIST_HINT = "list recent traces with: keel trace list"
 
 
-class SQLiteTraceStore:
+class SQLiteTraceStore(TraceStore):
     """Spans of many traces in one SQLite file, safe to share between threads.
 
     A trace is addressed by its 32-character hex id or by a prefix of at least ``MIN_PREFIX``
@@ -90,6 +89,10 @@ class SQLiteTraceStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     @property
     def closed(self) -> bool:
@@ -132,11 +135,42 @@ class SQLiteTraceStore:
         """The summary of one trace (see ``TraceSummary`` for what each count means)."""
         return summarize_trace(self.trace(trace_id))
 
-    def traces(self, limit: int = 20) -> list[TraceSummary]:
-        """Summaries of the ``limit`` most recent traces, newest first."""
+    def traces(
+        self,
+        limit: int = 20,
+        *,
+        session: str | None = None,
+        agent: str | None = None,
+        errors: bool = False,
+        search: str | None = None,
+    ) -> list[TraceSummary]:
+        """Summaries of the ``limit`` most recent traces, newest first.
+
+        Filters narrow the list to traces with a span whose ``gen_ai.conversation.id`` is
+        ``session``, a span whose ``gen_ai.agent.name`` is ``agent``, at least one failed span
+        (``errors``), or a span whose name, attributes or status message contain ``search``
+        (case-insensitive).
+        """
         if limit < 1:
             return []
-        ids = self._recent_ids(limit)
+        ids = self._recent_ids(limit, session=session, agent=agent, errors=errors, search=search)
+        return self._summaries(ids)
+
+    def trace_ids(self) -> list[str]:
+        """Every stored trace id, newest first."""
+        return self._recent_ids(None)
+
+    def spans(self, since_ns: int | None = None) -> list[SpanRecord]:
+        """Every stored span (of traces that started at or after ``since_ns``), in start order."""
+        with self._session("read") as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM spans WHERE trace_id IN (SELECT trace_id FROM spans "
+                "GROUP BY trace_id HAVING MIN(start_ns) >= ?) ORDER BY start_ns, span_id",
+                (since_ns or 0,),
+            ).fetchall()
+        return [_from_row(r) for r in rows]
+
+    def _summaries(self, ids: list[str]) -> list[TraceSummary]:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
@@ -171,13 +205,38 @@ class SQLiteTraceStore:
             conn.executemany("DELETE FROM spans WHERE trace_id = ?", [(i,) for i in old])
         return len(old)
 
-    def _recent_ids(self, limit: int) -> list[str]:
+    def _recent_ids(
+        self,
+        limit: int | None,
+        *,
+        session: str | None = None,
+        agent: str | None = None,
+        errors: bool = False,
+        search: str | None = None,
+    ) -> list[str]:
+        having: list[str] = []
+        params: list[Any] = []
+        if session is not None:
+            having.append(f"SUM({_attribute(sc.GEN_AI_CONVERSATION_ID)} = ?)")
+            params.append(session)
+        if agent is not None:
+            having.append(f"SUM({_attribute(sc.GEN_AI_AGENT_NAME)} = ?)")
+            params.append(agent)
+        if errors:
+            having.append("SUM(status = 'error')")
+        if search:
+            having.append(
+                "SUM(instr(lower(name), ?) OR instr(lower(attributes), ?) "
+                "OR instr(lower(status_message), ?))"
+            )
+            params.extend([search.lower()] * 3)
+        sql = "SELECT trace_id FROM spans GROUP BY trace_id"
+        if having:
+            sql += " HAVING " + " AND ".join(f"{h} > 0" for h in having)
+        sql += " ORDER BY MIN(start_ns) DESC, trace_id LIMIT ?"
+        params.append(-1 if limit is None else limit)
         with self._session("read") as conn:
-            rows = conn.execute(
-                "SELECT trace_id FROM spans GROUP BY trace_id "
-                "ORDER BY MIN(start_ns) DESC, trace_id LIMIT ?",
-                (limit,),
-            ).fetchall()
+            rows = conn.execute(sql, params).fetchall()
         return [r[0] for r in rows]
 
     def _resolve(self, conn: sqlite3.Connection, trace_id: str) -> str:
@@ -239,6 +298,11 @@ class SQLiteTraceStore:
                     for statement in _MIGRATIONS[v]:
                         c.execute(statement)
                     c.execute(f"PRAGMA user_version = {v + 1}")
+
+
+def _attribute(key: str) -> str:
+    """SQL for the value of attribute ``key`` of a span row (keys hold dots, so they are quoted)."""
+    return f"json_extract(attributes, '$.\"{key}\"')"
 
 
 @contextmanager

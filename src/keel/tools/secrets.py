@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from keel.errors import SecretNotFoundError
+from keel.observe.content import register_redactor
 
 __all__ = [
     "CachedSecretProvider",
@@ -135,6 +136,8 @@ class Redactor:
         self._values: dict[str, str] = {}
         self._pattern: re.Pattern[str] | None = None
         self._lock = threading.Lock()
+        # Span content captured by keel.observe is scrubbed of what this redactor knows, too.
+        register_redactor(self)
 
     def add(self, name: str, value: str) -> None:
         if len(value) < MIN_REDACTED_LENGTH or self._values.get(value) == name:
