@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
-from keel.errors import StepLimitError
+from keel.errors import BudgetExceeded, StepLimitError, ToolNotFoundError
 from keel.llm.base import Model
 from keel.llm.messages import (
     Message,
@@ -24,7 +26,11 @@ from keel.llm.messages import (
     UserMessage,
 )
 from keel.observe import semconv as sc
+from keel.observe.conversation import conversation
 from keel.tools.registry import ToolRegistry, ToolResult
+
+if TYPE_CHECKING:
+    from keel.guard.guard import Guard
 
 __all__ = ["Agent", "AgentResult"]
 
@@ -55,6 +61,7 @@ class Agent:
         max_steps: int = 8,
         settings: ModelSettings | None = None,
         name: str = "agent",
+        guard: Guard | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be at least 1")
@@ -64,10 +71,16 @@ class Agent:
         self.max_steps = max_steps
         self.settings = settings
         self.name = name
+        self.guard = guard
+        """A ``keel.guard.Guard``: labels, policy on each call (``ask`` goes to its approver)."""
 
     async def run(self, prompt: str | Sequence[Message]) -> AgentResult:
         """Run until the model answers without calling a tool; ``StepLimitError`` otherwise."""
-        with _tracer.start_as_current_span(f"invoke_agent {self.name}") as span:
+        # A run is its own conversation unless the caller opened one (keel.observe.conversation).
+        with (
+            conversation(uuid.uuid4().hex),
+            _tracer.start_as_current_span(f"invoke_agent {self.name}") as span,
+        ):
             span.set_attribute(sc.GEN_AI_OPERATION_NAME, sc.OPERATION_INVOKE_AGENT)
             span.set_attribute(sc.GEN_AI_AGENT_NAME, self.name)
             span.set_attribute(sc.GEN_AI_REQUEST_MODEL, self.model.name)
@@ -83,32 +96,65 @@ class Agent:
             done: dict[str, ToolResult] = {}
             usage = Usage()
             for step in range(1, self.max_steps + 1):
-                response = await self.model.request(
-                    messages, tools=definitions, settings=self.settings
-                )
+                try:
+                    response = await self.model.request(
+                        messages, tools=definitions, settings=self.settings
+                    )
+                except BudgetExceeded as e:  # the run ends; what it did so far is kept
+                    e.state = self._partial(messages, results, usage, step - 1)
+                    raise
                 usage = usage + response.usage
-                messages.append(response.message)
+                reply = response.message
+                if self.guard is not None:  # a reply derives from everything the model saw
+                    from keel.guard.provenance import context_label
+
+                    reply = reply.model_copy(update={"provenance": context_label(messages)})
+                messages.append(reply)
                 calls = response.message.tool_calls
                 if not calls:
                     span.set_attribute(sc.KEEL_AGENT_STEPS, step)
+                    text = response.message.text
                     return AgentResult(
-                        output=response.message.text,
+                        output=self.guard.finish(text) if self.guard is not None else text,
                         messages=tuple(messages),
                         tool_results=tuple(results),
                         usage=usage,
                         steps=step,
                         model_name=response.model_name,
                     )
-                outcomes = await asyncio.gather(*(self._call(c, done) for c in calls))
+                seen = tuple(messages)
+                try:
+                    outcomes = await asyncio.gather(*(self._call(c, done, seen) for c in calls))
+                except BudgetExceeded as e:
+                    e.state = self._partial(messages, results, usage, step)
+                    raise
                 results.extend(outcomes)
-                messages.extend(r.to_message() for r in outcomes)
+                if self.guard is None:
+                    messages.extend(r.to_message() for r in outcomes)
+                else:
+                    messages.extend([await self.guard.admit(r.to_message()) for r in outcomes])
             span.set_attribute(sc.KEEL_AGENT_STEPS, self.max_steps)
             raise StepLimitError(
                 f"agent {self.name!r} made {self.max_steps} model calls without a final answer",
                 hint="raise max_steps, or give the model fewer or clearer tools",
             )
 
-    async def _call(self, call: ToolCallPart, done: dict[str, ToolResult]) -> ToolResult:
+    def _partial(
+        self, messages: list[Message], results: list[ToolResult], usage: Usage, steps: int
+    ) -> AgentResult:
+        """What a run stopped by its budget did so far (``BudgetExceeded.state``)."""
+        return AgentResult(
+            output="",
+            messages=tuple(messages),
+            tool_results=tuple(results),
+            usage=usage,
+            steps=steps,
+            model_name=self.model.name,
+        )
+
+    async def _call(
+        self, call: ToolCallPart, done: dict[str, ToolResult], seen: Sequence[Message] = ()
+    ) -> ToolResult:
         """Run a call, unless this run already made the same call successfully.
 
         A repeated call is not run again (it may have side effects); the model gets its earlier
@@ -124,7 +170,28 @@ class Agent:
             )
             error = {"type": "repeated_call", "message": message}
             return ToolResult(call.id, call.name, error=error)
+        if self.guard is not None:
+            refused = await self._review(call, seen)
+            if refused is not None:
+                return refused
         result = await self.tools.call(call)
         if result.ok:
             done[key] = result
         return result
+
+    async def _review(self, call: ToolCallPart, seen: Sequence[Message]) -> ToolResult | None:
+        """The guard's refusal of ``call`` as a result, or None when it may run."""
+        assert self.guard is not None
+        try:
+            tool = self.tools.get(call.name)
+        except ToolNotFoundError:
+            tool = None
+        verdict = await self.guard.review_in_context(call, tool, seen)
+        if verdict.decision == "allow":
+            return None
+        if verdict.decision == "ask" and await self.guard.ask_approver(call, verdict):
+            return None
+        message = ""
+        if verdict.decision == "ask":
+            message = f"a human did not approve this call: {verdict.explain()}"
+        return ToolResult(call.id, call.name, error=self.guard.failure(verdict, message=message))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Collection, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -41,6 +41,9 @@ from keel.llm.messages import (
     UserMessage,
 )
 from keel.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from keel.guard.guard import Guard
 
 __all__ = ["DEFAULT_CONTEXT_WINDOW", "AgentState", "agent_graph", "conversation"]
 
@@ -74,6 +77,7 @@ def agent_graph(
     model_retry: RetryPolicy | None = None,
     context: ContextBuilder | Literal[False] | None = None,
     name: str = "agent",
+    guard: Guard | None = None,
 ) -> Graph[AgentState]:
     """Build the loop; ``compile()`` it (with a checkpointer for durability) and run it with
     ``{"messages": [...]}``. ``approve`` names tools a human must approve before each call.
@@ -81,7 +85,12 @@ def agent_graph(
     ``context`` assembles every request: by default a ``ContextBuilder`` over the model's window
     (``DEFAULT_CONTEXT_WINDOW`` if it declares none) that keeps ``settings.max_tokens`` (or 256)
     free for the answer; pass your own builder (e.g. with a ``Summarizer``), or ``False`` to send
-    the whole conversation unchanged."""
+    the whole conversation unchanged.
+
+    ``guard`` (a ``keel.guard.Guard``) labels every reply and tool result with its provenance,
+    reviews each tool call against its policy (deny: the model gets a ``policy_denied`` error;
+    ask: the run pauses for approval like ``approve``), screens tool results and cleans the
+    final answer."""
     if max_turns < 1:
         raise ValueError("max_turns must be at least 1")
     registry = tools if tools is not None else ToolRegistry()
@@ -110,8 +119,12 @@ def agent_graph(
         }
         if summary != state.summary:
             update["summary"] = summary
+        if guard is not None:  # a reply derives from everything the model was shown
+            update["messages"] = [_labelled_reply(response.message, state)]
         if not response.message.tool_calls:
-            update.update(output=response.message.text, stopped="answer")
+            text = response.message.text
+            output = guard.finish(text) if guard is not None else text
+            update.update(output=output, stopped="answer")
         return update
 
     def after_model(state: AgentState) -> str:
@@ -130,15 +143,25 @@ def agent_graph(
             ctx.emit("tool_call", call)
         decided: list[ToolCallPart | ToolMessage] = []
         for call in calls:  # ask for approvals one by one, before anything runs
-            decided.append(await _approve(call, registry, approve, ctx))
+            if guard is not None:
+                decided.append(await _guarded(call, registry, approve, ctx, guard, state))
+            else:
+                decided.append(await _approve(call, registry, approve, ctx))
 
         async def settle(d: ToolCallPart | ToolMessage) -> ToolMessage:
-            return d if isinstance(d, ToolMessage) else await _execute(d, registry, ctx)
+            result = d if isinstance(d, ToolMessage) else await _execute(d, registry, ctx)
+            return result if guard is None else await guard.admit(result)
 
-        results = await asyncio.gather(*(settle(d) for d in decided))
+        # Every call finishes (and is journalled) before a failure of one (e.g. a budget
+        # refusal) ends the step, so a resumed step does not repeat its siblings' effects.
+        outcomes = await asyncio.gather(*(settle(d) for d in decided), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        results = [o for o in outcomes if isinstance(o, ToolMessage)]
         for r in results:
             ctx.emit("tool_result", r)
-        return {"messages": list(results)}
+        return {"messages": results}
 
     def give_up(state: AgentState) -> dict[str, Any]:
         failure = state.errors[-1]
@@ -238,13 +261,55 @@ def _journalled(registry: ToolRegistry, name: str) -> bool:
     return bool(getattr(tool, "has_side_effects", False)) or has_side_effect(tool.handler)
 
 
-async def _approve(
-    call: ToolCallPart, registry: ToolRegistry, approve: Collection[str], ctx: RunContext
+def _labelled_reply(message: AssistantMessage, state: AgentState) -> AssistantMessage:
+    from opentelemetry import trace
+
+    from keel.guard.provenance import context_label, document
+    from keel.observe.semconv import KEEL_GUARD_LABEL
+
+    memory = [document(item.source or "memory") for item in state.memory]
+    label = context_label(state.messages, memory)
+    trace.get_current_span().set_attribute(
+        KEEL_GUARD_LABEL, "trusted" if label.trusted else "untrusted"
+    )
+    return message.model_copy(update={"provenance": label})
+
+
+async def _guarded(
+    call: ToolCallPart,
+    registry: ToolRegistry,
+    approve: Collection[str],
+    ctx: RunContext,
+    guard: Guard,
+    state: AgentState,
 ) -> ToolCallPart | ToolMessage:
-    """The call to run (maybe with edited arguments), or a ``denied`` result for the model."""
-    if not _needs_approval(registry, approve, call.name):
+    """The guard's verdict on ``call``: run it, ask a human first, or a denial for the model."""
+    from keel.guard.provenance import document
+
+    memory = [document(item.source or "memory") for item in state.memory]
+    verdict = await guard.review_in_context(
+        call, _lookup(registry, call.name), state.messages, memory
+    )
+    if verdict.decision == "deny":
+        return guard.denial(call, verdict)
+    request = guard.approval_request(call, verdict) if verdict.decision == "ask" else None
+    return await _approve(call, registry, approve, ctx, request)
+
+
+async def _approve(
+    call: ToolCallPart,
+    registry: ToolRegistry,
+    approve: Collection[str],
+    ctx: RunContext,
+    request: dict[str, Any] | None = None,
+) -> ToolCallPart | ToolMessage:
+    """The call to run (maybe with edited arguments), or a ``denied`` result for the model.
+
+    ``request`` (from the guard) asks a human even if the tool needs no approval itself."""
+    if request is None and not _needs_approval(registry, approve, call.name):
         return call
-    answer = await ctx.interrupt({"tool": call.name, "arguments": call.arguments, "id": call.id})
+    request = request or {"tool": call.name, "arguments": call.arguments, "id": call.id}
+    answer = await ctx.interrupt(request)
     if not isinstance(answer, dict) or not answer.get("approved"):
         reason = answer.get("reason", "") if isinstance(answer, dict) else ""
         message = f"a human did not approve this call to {call.name}" + (

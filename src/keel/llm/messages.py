@@ -16,8 +16,10 @@ __all__ = [
     "Message",
     "ModelSettings",
     "Part",
+    "Provenance",
     "Response",
     "ResponseDone",
+    "Source",
     "StreamEvent",
     "SystemMessage",
     "TextDelta",
@@ -35,11 +37,69 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+SourceKind = Literal["system", "developer", "user", "tool", "document", "web", "agent"]
+_TRUSTED_KINDS = frozenset({"system", "developer", "user"})
+
+
+class Source(_Frozen):
+    """Where a piece of content came from: its kind, and which one (tool, document, URL, agent).
+
+    ``name`` is the tool name, document id, URL or agent name; ``ref`` the tool call id or chunk.
+    System, developer and user (the authenticated user's own request) sources are trusted; the
+    rest are not, unless ``trusted`` says otherwise (e.g. a tool whose output the developer
+    vouches for).
+    """
+
+    kind: SourceKind
+    name: str = ""
+    ref: str = ""
+    trusted: bool | None = None
+
+    @property
+    def is_trusted(self) -> bool:
+        return self.trusted if self.trusted is not None else self.kind in _TRUSTED_KINDS
+
+    def __str__(self) -> str:
+        where = f":{self.name}" if self.name else ""
+        return f"{self.kind}{where}" + (f"#{self.ref}" if self.ref else "")
+
+
+class Provenance(_Frozen):
+    """A trust label: the sources a value came from. Trusted only if every source is.
+
+    Labels are data (they survive checkpoints as JSON); ``keel.guard`` computes and enforces
+    them. A value computed from several labelled values carries ``join`` of their labels.
+    """
+
+    sources: tuple[Source, ...] = ()
+
+    @property
+    def trusted(self) -> bool:
+        return all(s.is_trusted for s in self.sources)
+
+    @property
+    def untrusted_sources(self) -> tuple[Source, ...]:
+        return tuple(s for s in self.sources if not s.is_trusted)
+
+    def join(self, *others: Provenance) -> Provenance:
+        """The label of a value derived from this one and ``others``: every source, once."""
+        sources = dict.fromkeys(self.sources)
+        for other in others:
+            sources.update(dict.fromkeys(other.sources))
+        return self if len(sources) == len(self.sources) else Provenance(sources=tuple(sources))
+
+    def __str__(self) -> str:
+        trust = "trusted" if self.trusted else "untrusted"
+        return f"{trust}({', '.join(str(s) for s in self.sources)})"
+
+
 class TextPart(_Frozen):
     """Plain text produced by the model."""
 
     kind: Literal["text"] = "text"
     text: str
+    provenance: Provenance | None = None
+    """Trust label; None derives it from the role (``keel.guard.provenance_of``)."""
 
 
 class ToolCallPart(_Frozen):
@@ -49,6 +109,8 @@ class ToolCallPart(_Frozen):
     id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    provenance: Provenance | None = None
+    """Trust label; None derives it from the role (``keel.guard.provenance_of``)."""
 
 
 Part = Annotated[TextPart | ToolCallPart, Field(discriminator="kind")]
@@ -57,16 +119,22 @@ Part = Annotated[TextPart | ToolCallPart, Field(discriminator="kind")]
 class SystemMessage(_Frozen):
     role: Literal["system"] = "system"
     content: str
+    provenance: Provenance | None = None
+    """Trust label; None derives it from the role (``keel.guard.provenance_of``)."""
 
 
 class UserMessage(_Frozen):
     role: Literal["user"] = "user"
     content: str
+    provenance: Provenance | None = None
+    """Trust label; None derives it from the role (``keel.guard.provenance_of``)."""
 
 
 class AssistantMessage(_Frozen):
     role: Literal["assistant"] = "assistant"
     parts: tuple[Part, ...] = ()
+    provenance: Provenance | None = None
+    """Trust label; None derives it from the role (``keel.guard.provenance_of``)."""
 
     @property
     def text(self) -> str:
@@ -86,6 +154,8 @@ class ToolMessage(_Frozen):
     name: str
     content: str
     is_error: bool = False
+    provenance: Provenance | None = None
+    """Trust label; None derives it from the role (``keel.guard.provenance_of``)."""
 
 
 Message = Annotated[

@@ -86,6 +86,9 @@ class Tool:
     """(parameter, secret name) pairs injected into the handler, hidden from the schema."""
     requires_approval: bool = False
     """A declaration for the graph and guard layers: a human approves each call first."""
+    targets: tuple[str, ...] = ()
+    """Parameters naming where an effect lands (recipient, URL, account, path); the guard denies
+    an effectful call whose target derives from untrusted content. Empty: undeclared."""
     policy: ToolPolicy | None = field(default=None, compare=False, repr=False)
     """The tool's ``ToolPolicy`` (retries, rate limit, breaker, concurrency), shared by views."""
 

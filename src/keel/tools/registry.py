@@ -24,6 +24,7 @@ from opentelemetry.trace import StatusCode
 from keel.errors import ToolNotFoundError
 from keel.llm.messages import ToolCallPart, ToolDefinition
 from keel.observe import semconv as sc
+from keel.observe.content import capture_enabled, captured
 from keel.tools.base import Effect, Tool, ToolFailure, ToolResult, parse_version
 from keel.tools.executor import CallSettings, execute
 from keel.tools.resilience import ToolPolicy
@@ -94,6 +95,7 @@ class ToolRegistry:
         secrets: Iterable[str] = (),
         requires_approval: bool = False,
         policy: ToolPolicy | None = None,
+        targets: Iterable[str] = (),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
     def tool(
@@ -109,6 +111,7 @@ class ToolRegistry:
         secrets: Iterable[str] = (),
         requires_approval: bool = False,
         policy: ToolPolicy | None = None,
+        targets: Iterable[str] = (),
     ) -> Any:
         """Decorator form of ``register``; returns the function unchanged."""
 
@@ -124,6 +127,7 @@ class ToolRegistry:
                 secrets=secrets,
                 requires_approval=requires_approval,
                 policy=policy,
+                targets=targets,
             )
             return fn
 
@@ -142,18 +146,25 @@ class ToolRegistry:
         secrets: Iterable[str] = (),
         requires_approval: bool = False,
         policy: ToolPolicy | None = None,
+        targets: Iterable[str] = (),
     ) -> Tool:
         """Add ``function`` as a tool; raises ``ValueError`` on a duplicate name@version.
 
         ``effects`` declares what a call may do (``Effect``); undeclared counts as side-effecting.
         ``secrets`` names secrets the tool needs besides its ``Secret``-annotated parameters.
         ``policy`` sets retries, rate limit, circuit breaker, concurrency and result size.
+        ``targets`` names the parameters that say where an effect lands (recipient, URL,
+        account, path), for ``keel.guard``'s policy.
         """
         tool_name = name or function.__name__
         _check_name(tool_name)
         if parse_version(version) in self._versions.get(tool_name, {}):
             raise ValueError(f"a tool named {tool_name!r} version {version} is already registered")
         arguments = arguments_model(function, f"{tool_name}_arguments")
+        targets = tuple(targets)
+        unknown = [t for t in targets if t not in arguments.model_fields]
+        if unknown:
+            raise ValueError(f"tool {tool_name!r}: targets {unknown} are not parameters of it")
         injected = secret_parameters(function)
         summary, _ = parse_docstring(function.__doc__)
         checked = tuple(arguments.model_validate(ex).model_dump(mode="json") for ex in examples)
@@ -173,6 +184,7 @@ class ToolRegistry:
             secret_parameters=tuple(injected.items()),
             requires_approval=requires_approval,
             policy=policy,
+            targets=targets,
         )
         return self.add(tool)
 
@@ -328,6 +340,9 @@ class ToolRegistry:
         with _tracer.start_as_current_span(
             f"execute_tool {call.name}", attributes=attributes
         ) as span:
+            arguments = captured(call.arguments) if capture_enabled() else None
+            if arguments is not None:
+                span.set_attribute(sc.GEN_AI_TOOL_CALL_ARGUMENTS, arguments)
             try:
                 tool = self.get(call.name)
             except ToolNotFoundError as e:
@@ -343,4 +358,7 @@ class ToolRegistry:
             if result.error is not None:
                 span.set_attribute(sc.ERROR_TYPE, result.error["type"])
                 span.set_status(StatusCode.ERROR, result.error["message"][:200])
+            content = captured(result.content()) if capture_enabled() else None
+            if content is not None:
+                span.set_attribute(sc.GEN_AI_TOOL_CALL_RESULT, content)
             return result
