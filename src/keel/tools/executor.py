@@ -2,9 +2,10 @@
 concurrency cap, run with a timeout, retry what is retryable, serialise, redact and truncate.
 
 Nothing here raises to the caller: every failure becomes a ``ToolResult`` whose ``error`` is a
-``ToolFailure`` dict. Sync handlers run in a dedicated thread pool, so a hung sync tool cannot
-starve the event loop's default executor (its thread is abandoned, not killed: Python cannot kill
-a thread).
+``ToolFailure`` dict. The one exception is a ``tool_gate`` (``keel.budget`` sets one) that refuses
+a call: its error (e.g. ``BudgetExceeded``) ends the run instead of going back to the model.
+Sync handlers run in a dedicated thread pool, so a hung sync tool cannot starve the event loop's
+default executor (its thread is abandoned, not killed: Python cannot kill a thread).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +33,19 @@ from keel.tools.base import Tool, ToolFailure, ToolResult
 from keel.tools.resilience import ToolPolicy
 from keel.tools.secrets import Redactor, SecretProvider
 
-__all__ = ["CallSettings", "execute"]
+__all__ = ["CallSettings", "ToolGate", "execute", "tool_gate"]
 
 log = logging.getLogger("keel.tools")
 _POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="keel-tool")
 _DEFAULT_POLICY = ToolPolicy()
+
+ToolGate = Callable[[Tool, ToolCallPart], Awaitable[Callable[[ToolResult], Awaitable[None]]]]
+"""Called before a tool runs; may raise to refuse it; returns what to call with the result."""
+
+tool_gate: contextvars.ContextVar[ToolGate | None] = contextvars.ContextVar(
+    "keel_tool_gate", default=None
+)
+"""The gate every tool call in this context passes (``keel.budget`` sets it for a run)."""
 
 
 @dataclass
@@ -58,6 +67,16 @@ class _Failed(Exception):
 
 async def execute(tool: Tool, call: ToolCallPart, settings: CallSettings) -> ToolResult:
     """Run ``call`` against ``tool``; every failure comes back as a structured error."""
+    gate = tool_gate.get()
+    if gate is None:
+        return await _execute(tool, call, settings)
+    done = await gate(tool, call)
+    result = await _execute(tool, call, settings)
+    await done(result)
+    return result
+
+
+async def _execute(tool: Tool, call: ToolCallPart, settings: CallSettings) -> ToolResult:
     start = time.perf_counter()
     try:
         kwargs = _validate(tool, call.arguments)
