@@ -10,10 +10,12 @@ workers, synthesise), ``evaluator_optimizer`` (generate, critique, revise) and `
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -21,6 +23,9 @@ from keel.graph.builder import END, START, Graph, Send
 from keel.graph.state import GraphState, append, merge
 from keel.llm.base import Model
 from keel.llm.messages import Message, SystemMessage, UserMessage
+
+if TYPE_CHECKING:
+    from keel.distributed.base import Executor
 
 __all__ = [
     "ChainState",
@@ -225,15 +230,21 @@ class OrchestratorState(BaseModel):
 
 def orchestrator_workers(
     planner: Model,
-    worker: Model,
+    worker: Model | Callable[[str], Any],
     *,
     synthesiser: Model | None = None,
     max_subtasks: int = 8,
+    executor: Executor | None = None,
     name: str = "orchestrator-workers",
 ) -> Graph[OrchestratorState]:
-    """The planner lists subtasks (one per line) for the goal; a worker (maybe a cheaper model)
-    does each in parallel; the synthesiser (default: the planner) writes the final answer."""
+    """The planner lists subtasks (one per line) for the goal; a worker (maybe a cheaper model,
+    or a function from subtask to text, plain or async) does each in parallel; the synthesiser
+    (default: the planner) writes the final answer. With an ``executor`` (e.g. a
+    ``RayExecutor``) each worker call runs there, so the worker must be picklable."""
     final = synthesiser or planner
+    run_worker: Callable[[str], Any] = (
+        functools.partial(ask, worker) if isinstance(worker, Model) else worker
+    )
 
     async def plan(state: OrchestratorState) -> dict[str, Any]:
         text = await ask(
@@ -244,7 +255,11 @@ def orchestrator_workers(
         return {"subtasks": [line for line in lines if line][:max_subtasks]}
 
     async def work(task: str) -> dict[str, Any]:
-        return {"results": {task: await ask(worker, task)}}
+        if executor is not None:
+            [outcome] = await executor.map(run_worker, [task])
+            return {"results": {task: str(outcome.unwrap())}}
+        answer = run_worker(task)
+        return {"results": {task: str(await answer if inspect.isawaitable(answer) else answer)}}
 
     async def synthesise(state: OrchestratorState) -> dict[str, Any]:
         done = "\n".join(f"- {t}: {state.results.get(t, '')}" for t in state.subtasks)

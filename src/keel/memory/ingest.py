@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +29,9 @@ from keel.memory.base import Embedder, MetadataValue, TokenCounting, VectorRecor
 from keel.memory.cache import CachedEmbedder
 from keel.memory.chunking import Chunk, chunk_document
 from keel.memory.loaders import LOADERS, Loader
+
+if TYPE_CHECKING:
+    from keel.distributed.base import Executor
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -205,6 +209,10 @@ class DocumentIngestor:
         max_tokens: int | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         loaders: Mapping[str, Loader] | None = None,
+        executor: Executor | None = None,
+        worker_embedder: Callable[[], Embedder] | None = None,
+        batch_size: int = 8,
+        embed_batch_size: int = 256,
     ) -> None:
         if max_chars < 1 or not 0 <= overlap < max_chars:
             raise ValueError("need max_chars >= 1 and 0 <= overlap < max_chars")
@@ -232,6 +240,15 @@ class DocumentIngestor:
             )
         # A change of model, chunking or loaders makes every stored chunk out of date.
         self.recipe = f"{embedder.name}|{max_chars}|{overlap}|{self.max_tokens}|loaders-v2"
+        # With an executor, files are loaded and chunked, and new chunks embedded (by embedders
+        # that ``worker_embedder`` builds on the workers), as batches of tasks; the store and
+        # the manifest are still written here only (see keel.distributed.ingest).
+        self.executor = executor
+        self.worker_embedder = worker_embedder
+        self.batch_size = batch_size
+        self.embed_batch_size = embed_batch_size
+        if executor is not None and self.count_tokens is not None and worker_embedder is None:
+            raise ValueError("chunking by tokens on an executor needs worker_embedder")
 
     async def ingest(
         self,
@@ -254,7 +271,12 @@ class DocumentIngestor:
                 # The store was emptied behind the manifest's back: start afresh.
                 await asyncio.to_thread(manifest.clear, namespace)
                 entries = {}
-            documents, failed = await asyncio.to_thread(self._read_all, files, entries)
+            if self.executor is None:
+                documents, failed = await asyncio.to_thread(self._read_all, files, entries)
+            else:
+                from keel.distributed.ingest import read_remote
+
+                documents, failed = await read_remote(self, files, entries)
             kept = sum(len(entries[f.source].chunk_ids) for f in failed if f.source in entries)
             if sum(len(d.ids) for d in documents) + kept == 0:
                 raise EmptyCorpusError(
@@ -262,12 +284,20 @@ class DocumentIngestor:
                 )
             cache = await asyncio.to_thread(CachedEmbedder, self.embedder, self.manifest_path)
             try:
+                cached = None
+                if self.executor is not None and self.worker_embedder is not None:
+                    from keel.distributed.ingest import embed_remote
+
+                    cached = await embed_remote(self, cache, documents)
                 report = await self._apply(
                     namespace, manifest, entries, documents, cache, skipped, progress, failed
                 )
             finally:
                 cache.close()
-            return report.model_copy(update={"chunks_total": report.chunks_total + kept})
+            update = {"chunks_total": report.chunks_total + kept}
+            if cached is not None:  # _apply found every vector embedded ahead in the cache
+                update["chunks_cached"] = cached
+            return report.model_copy(update=update)
         finally:
             manifest.close()
 
@@ -285,6 +315,7 @@ class DocumentIngestor:
         return documents, failed
 
     def _read(self, source: str, path: Path, entry: _Entry | None) -> _Document:
+        """Reads and hashes one file; chunks it unless the manifest says it is unchanged."""
         try:
             size = path.stat().st_size
             if size > self.max_file_bytes:
