@@ -73,9 +73,10 @@ async def _check_embeddings(settings: KeelSettings) -> Check:
 
     embedder = create_embedder(settings.embeddings)
     vectors = await embedder.embed(["Keel checks its embedding model."])
+    runtime = getattr(embedder, "where", None) or "onnxruntime"  # a hosted endpoint says where
     return Check(
         "embeddings",
-        f"{embedder.name} (onnxruntime)",
+        f"{embedder.name} ({runtime})",
         True,
         f"embedded a sentence into {len(vectors[0])} dimensions",
     )
@@ -85,6 +86,8 @@ async def _check_vectors(settings: KeelSettings) -> Check:
     from keel.memory import create_vector_store
     from keel.memory.base import VectorRecord
 
+    if settings.memory.backend != "sqlite":
+        return await _check_server_vectors(settings)
     with tempfile.TemporaryDirectory() as tmp:
         store = create_vector_store(Path(tmp) / "doctor.db", 3)
         try:
@@ -99,6 +102,32 @@ async def _check_vectors(settings: KeelSettings) -> Check:
         ok,
         f"wrote and queried a store; memory file: {settings.memory_path}",
     )
+
+
+async def _check_server_vectors(settings: KeelSettings) -> Check:
+    """Write, find and delete one record in a throwaway namespace of the configured server store."""
+    import uuid
+
+    from keel.memory import create_embedder, create_vector_store
+    from keel.memory.base import VectorRecord
+    from keel.memory.factory import describe_vector_backend
+
+    backend = describe_vector_backend(settings.memory, settings.memory_path)
+    try:
+        dimension = create_embedder(settings.embeddings).dimension
+        store = create_vector_store(settings.memory_path, dimension, settings.memory)
+        namespace = f"keel-doctor-{uuid.uuid4().hex[:12]}"
+        vector = [1.0] + [0.0] * (dimension - 1)
+        try:
+            await store.upsert(namespace, [VectorRecord(id="a", vector=vector, text="doctor")])
+            hits = await store.query(namespace, vector, 1)
+            await store.delete(namespace, ["a"])
+        finally:
+            await store.close()
+    except KeelError as e:
+        return Check("vector memory", backend, False, e.message, e.hint or "")
+    ok = bool(hits) and hits[0].id == "a"
+    return Check("vector memory", backend, ok, "wrote, queried and deleted a record")
 
 
 async def _check_traces(settings: KeelSettings) -> Check:

@@ -34,7 +34,12 @@ from keel.memory.episodic import (
     ToolCallRecord,
 )
 from keel.memory.episodic_sqlite import SQLiteEpisodicStore
-from keel.memory.factory import EMBEDDERS, create_embedder, create_vector_store
+from keel.memory.factory import (
+    EMBEDDERS,
+    create_embedder,
+    create_episodic_store,
+    create_vector_store,
+)
 from keel.memory.ingest import (
     SUPPORTED_SUFFIXES,
     DocumentIngestor,
@@ -92,6 +97,7 @@ __all__ = [
     "chunk_markdown",
     "chunk_text",
     "create_embedder",
+    "create_episodic_store",
     "create_vector_store",
     "reciprocal_rank_fusion",
 ]

@@ -16,7 +16,13 @@ from opentelemetry import trace
 
 from keel.errors import ConfigError
 from keel.memory.base import Embedder, Hit, KeywordSearch, MetadataValue, Reranker, VectorStore
-from keel.observe.semconv import GEN_AI_OPERATION_NAME, GEN_AI_REQUEST_MODEL, OPERATION_RETRIEVAL
+from keel.observe.content import capture_enabled, captured
+from keel.observe.semconv import (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_REQUEST_MODEL,
+    KEEL_RETRIEVAL_QUERY,
+    OPERATION_RETRIEVAL,
+)
 
 __all__ = ["EmbeddingReranker", "RetrievalMode", "Retriever", "reciprocal_rank_fusion"]
 
@@ -46,6 +52,11 @@ class Retriever:
     ``mode`` is ``"vector"`` (cosine similarity; scores are similarities), ``"keyword"`` (BM25;
     the store must support ``KeywordSearch``) or ``"hybrid"`` (both, fused by RRF; scores are RRF
     scores). ``candidates`` is how many hits each ranking contributes before fusion/re-ranking.
+
+    On a store without ``KeywordSearch`` (Qdrant), ``"keyword"`` and ``"hybrid"`` raise
+    ``ConfigError`` here, at construction: a hybrid search never quietly becomes a vector-only
+    one. Callers that want "hybrid where possible" choose the mode by
+    ``isinstance(store, KeywordSearch)``, as ``keel memory search`` does.
     """
 
     def __init__(
@@ -93,8 +104,11 @@ class Retriever:
             span.set_attribute(GEN_AI_REQUEST_MODEL, self.embedder.name)
             span.set_attribute("gen_ai.embeddings.model", self.embedder.name)
             span.set_attribute("keel.retrieval.namespace", namespace)
+            span.set_attribute("gen_ai.data_source.id", namespace)
             span.set_attribute("keel.retrieval.k", k)
             span.set_attribute("keel.retrieval.mode", self.mode)
+            if capture_enabled() and (text := captured(query)) is not None:
+                span.set_attribute(KEEL_RETRIEVAL_QUERY, text)
             pool = k if self.mode == "vector" and self.reranker is None else max(k, self.candidates)
             rankings: list[list[Hit]] = []
             if self.mode in ("vector", "hybrid"):
