@@ -245,8 +245,10 @@ def eval_dataset(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run DATASET: each case N times, pass rates with confidence intervals, exit 1 on a failing
-    or regressed case."""
+    """Run DATASET: each case N times; pass rates with confidence intervals; exit 1 on a failure.
+
+    A case fails when its pass rate's lower bound is under its threshold or it regressed.
+    """
     from keel.evals.dataset import load_dataset
     from keel.evals.regression import compare
     from keel.evals.report import EvalReport, render_html, render_table
