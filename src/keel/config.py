@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from keel.errors import ConfigError
 
@@ -32,6 +39,7 @@ __all__ = [
     "MemorySettings",
     "ServeAgentSettings",
     "ServeSettings",
+    "SharedSettings",
     "TraceSettings",
     "load_settings",
 ]
@@ -239,6 +247,15 @@ class ServeSettings(_Section):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted")
     docs_agent: bool = Field(True, description="expose the built-in 'docs' agent (DocumentQA)")
     agents: dict[str, ServeAgentSettings] = Field(default_factory=dict)
+    keepalive_s: float = Field(
+        15.0, gt=0, description="seconds between keep-alives (and polls) of an event stream"
+    )
+    lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="with shared state: a run whose process stops renewing its lease for this "
+        "long is resumed by another process",
+    )
 
 
 class EvalSettings(_Section):
@@ -331,6 +348,50 @@ class DistributedSettings(_Section):
     embed_batch_size: int = Field(256, ge=1, description="chunk texts embedded per task (ingest)")
 
 
+class SharedSettings(_Section):
+    """Shared servers for several processes (``[shared]``): one PostgreSQL database and one
+    Redis become the defaults of every store that has no location of its own."""
+
+    dsn: str | None = Field(
+        None,
+        description="PostgreSQL connection string without a password (use PGPASSWORD or a "
+        "passfile): service runs, events and keys, graph checkpoints, vector and episodic "
+        "memory, traces and (without redis_url) the budget ledger",
+    )
+    dsn_env: str | None = Field(
+        None, description="name of an environment variable holding the connection string"
+    )
+    redis_url: str | None = Field(
+        None, description="Redis server: response cache and budget counters (redis://HOST:6379/0)"
+    )
+    pg_schema: str = Field("keel", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password_in_dsn(cls, value: str | None) -> str | None:
+        if value is not None and (
+            re.search(r"(^|\s)password\s*=", value) or re.match(r"^\w+://[^/@]*:[^/@]*@", value)
+        ):
+            raise ValueError(
+                "shared.dsn must not hold a password: use PGPASSWORD, a passfile, or dsn_env"
+            )
+        return value
+
+    def resolve_dsn(self) -> str | None:
+        """The PostgreSQL connection string: ``dsn``, else the variable ``dsn_env`` names."""
+        if self.dsn:
+            return self.dsn
+        if self.dsn_env:
+            value = os.environ.get(self.dsn_env)
+            if not value:
+                raise ConfigError(
+                    f"shared.dsn_env names {self.dsn_env}, which is not set",
+                    hint=f"export {self.dsn_env}='postgresql://user@host/db'",
+                )
+            return value
+        return None
+
+
 class KeelSettings(BaseModel):
     """Settings of the whole stack; see the module docstring for where values come from."""
 
@@ -349,6 +410,36 @@ class KeelSettings(BaseModel):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+    shared: SharedSettings = Field(default_factory=SharedSettings)
+
+    @model_validator(mode="after")
+    def _apply_shared(self) -> KeelSettings:
+        """Default every store without a location of its own to the ``[shared]`` servers."""
+        shared = self.shared
+        if shared.dsn or shared.dsn_env:
+            if "backend" not in self.memory.model_fields_set:
+                self.memory.backend = "pgvector"
+            if not (self.memory.dsn or self.memory.dsn_env):
+                self.memory.dsn, self.memory.dsn_env = shared.dsn, shared.dsn_env
+            if not (self.trace.dsn or self.trace.dsn_env):
+                self.trace.dsn, self.trace.dsn_env = shared.dsn, shared.dsn_env
+            if "ledger" not in self.budget.model_fields_set and not shared.redis_url:
+                self.budget.ledger = "postgres"
+                if self.budget.url is None:
+                    self.budget.url = shared.dsn or os.environ.get(shared.dsn_env or "") or None
+            for section in (self.memory, self.trace):
+                if "pg_schema" not in section.model_fields_set:
+                    section.pg_schema = shared.pg_schema
+        if shared.redis_url:
+            if "backend" not in self.cache.model_fields_set:
+                self.cache.backend = "redis"
+            if "redis_url" not in self.cache.model_fields_set:
+                self.cache.redis_url = shared.redis_url
+            if "ledger" not in self.budget.model_fields_set:
+                self.budget.ledger = "redis"
+                if self.budget.url is None:
+                    self.budget.url = shared.redis_url
+        return self
 
     @property
     def memory_path(self) -> Path:
