@@ -114,7 +114,7 @@ class MemorySettings(_Section):
     top_k: int = Field(4, ge=1, le=50, description="chunks retrieved per question")
     backend: Literal["sqlite", "pgvector", "qdrant"] = Field(
         "sqlite",
-        description="vector store: 'sqlite' (embedded file + faiss), 'pgvector' (PostgreSQL, "
+        description="vector store: 'sqlite' (embedded file + usearch), 'pgvector' (PostgreSQL, "
         "needs dsn or dsn_env), 'qdrant' (qdrant_url, else local mode in qdrant_path)",
     )
     dsn: str | None = Field(
@@ -135,6 +135,15 @@ class MemorySettings(_Section):
         "QDRANT_API_KEY", description="name of the environment variable holding the API key"
     )
     qdrant_collection: str = "keel_memory"
+    hnsw_connectivity: int = Field(
+        32, ge=2, le=256, description="embedded store: HNSW links per node (M); a change rebuilds"
+    )
+    hnsw_expansion_add: int = Field(
+        200, ge=1, description="embedded store: HNSW candidates while inserting (ef_construction)"
+    )
+    hnsw_expansion_search: int = Field(
+        64, ge=1, description="embedded store: HNSW candidates while searching (ef_search)"
+    )
 
     @field_validator("dsn")
     @classmethod
@@ -283,7 +292,8 @@ class BudgetSettings(_Section):
     """Token, cost, call and wall-time budgets (``keel.budget``) and where their counters live."""
 
     ledger: Literal["sqlite", "postgres", "redis"] = Field(
-        "sqlite", description="where counters persist: 'sqlite' (data_dir/budget.db), "
+        "sqlite",
+        description="where counters persist: 'sqlite' (data_dir/budget.db), "
         "'postgres' or 'redis' (shared by machines; set url)",
     )
     url: str | None = Field(

@@ -281,7 +281,6 @@ class AgentNotFoundError(ServeError):
     """The service exposes no agent of that name."""
 
 
-
 class BudgetExceeded(KeelError):
     """A call would take a budget past one of its limits, so it was not made.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -102,6 +103,41 @@ class RunRegistry(ABC):
     async def has_trace(self, tenant: str, trace_id: str) -> bool:
         """Whether one of the tenant's runs recorded this trace."""
 
+    # -- several processes: a store shared by them overrides these single-process defaults --
+
+    async def modify(
+        self,
+        tenant: str,
+        run_id: str,
+        change: Callable[[RunRecord], dict[str, Any]],
+        *,
+        lease: tuple[str, float] | None = None,
+    ) -> RunRecord | None:
+        """Apply ``change`` (the fields to set, from the current record) atomically; None when
+        the tenant has no such run. When the change sets the status ``running``, the lease
+        ``(owner, ttl)`` is taken in the same write. One process: nothing runs between the read
+        and the write, and there are no leases."""
+        record = await self.get(tenant, run_id)
+        if record is None:
+            return None
+        fields = change(record)
+        return await self.update(run_id, **fields) if fields else record
+
+    async def claimable(self) -> list[RunRecord]:
+        """Running runs no live process drives (one process: all of them, at start)."""
+        return await self.unfinished()
+
+    async def claim(self, run_id: str, owner: str, ttl: float) -> bool:
+        """Take the run's lease for ``ttl`` seconds unless another owner holds a live one."""
+        return True
+
+    async def renew(self, owner: str, run_ids: list[str], ttl: float) -> list[str]:
+        """Extend ``owner``'s leases; returns the runs whose lease it still holds."""
+        return run_ids
+
+    async def release(self, run_id: str, owner: str) -> None:  # noqa: B027 - optional hook
+        """Give up the run's lease (its task ended or the process stops)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -161,6 +197,9 @@ class EventLog(ABC):
     @abstractmethod
     async def read(self, run_id: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         """Events with ``seq > after``, in order."""
+
+    async def listen(self, callback: Callable[[str], None]) -> None:  # noqa: B027
+        """Call ``callback(run_id)`` when another process changes a run (a shared store)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -69,7 +69,7 @@ def serve(settings: KeelSettings) -> None:
     auth = "API keys required" if settings.serve.auth else "NO authentication"
     err.print(
         f"keel serve: http://{settings.serve.host}:{settings.serve.port} ({auth}; agents: "
-        f"{', '.join(service.agents.names())}; data in {settings.data_dir})",
+        f"{', '.join(service.agents.names())}; state in {service.where})",
         highlight=False,
     )
     server.run()
@@ -145,10 +145,9 @@ def create_key(
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    from keel.serve.service import keys_path
-    from keel.serve.sqlite import SqliteKeyStore
+    from keel.serve.service import open_key_store
 
-    store = SqliteKeyStore(keys_path(_settings(config, data_dir).data_dir))
+    store = open_key_store(_settings(config, data_dir))
     try:
         record, secret = _run(store.create(tenant, name))
     finally:
@@ -167,10 +166,9 @@ def list_keys(
     """List keys: id, tenant, name, created, revoked (never the secrets)."""
     from datetime import UTC, datetime
 
-    from keel.serve.service import keys_path
-    from keel.serve.sqlite import SqliteKeyStore
+    from keel.serve.service import open_key_store
 
-    store = SqliteKeyStore(keys_path(_settings(config, data_dir).data_dir))
+    store = open_key_store(_settings(config, data_dir))
     try:
         keys = _run(store.list_keys(tenant))
     finally:
@@ -197,10 +195,9 @@ def revoke_key(
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    from keel.serve.service import keys_path
-    from keel.serve.sqlite import SqliteKeyStore
+    from keel.serve.service import open_key_store
 
-    store = SqliteKeyStore(keys_path(_settings(config, data_dir).data_dir))
+    store = open_key_store(_settings(config, data_dir))
     try:
         found = _run(store.revoke(key_id))
     finally:

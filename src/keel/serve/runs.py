@@ -4,6 +4,10 @@ Every run is compiled with the service's durable checkpointer, so its state afte
 saved. When the service stops (SIGTERM) its tasks are cancelled but their registry status stays
 ``running``; the next start finds those runs and resumes them from their last checkpoint, and the
 graph's effect journal keeps side effects that already happened from happening again.
+
+With a store shared by several processes (``lease_s`` set), a run is driven by the one process
+holding its lease; the holder renews it every ``lease_s / 3`` seconds, and every process sweeps
+as often for running runs whose lease has lapsed (their process died) and resumes them.
 """
 
 from __future__ import annotations
@@ -88,8 +92,15 @@ class RunManager:
         registry: RunRegistry,
         events: EventLog,
         checkpointer: Checkpointer,
+        *,
+        lease_s: float | None = None,
     ) -> None:
         self.agents = agents
+        self.lease_s = lease_s
+        self.owner = uuid.uuid4().hex
+        self._sweeper: asyncio.Task[None] | None = None
+        self._dropped: set[str] = set()
+        self._settling: set[str] = set()
         self.registry = registry
         self.events = events
         self.checkpointer = checkpointer
@@ -113,6 +124,10 @@ class RunManager:
     def signal(self, run_id: str) -> asyncio.Event:
         """An event set at the next change of the run (a new event or a new status)."""
         return self._signals.setdefault(run_id, asyncio.Event())
+
+    def notify(self, run_id: str) -> None:
+        """Wake the streams of a run (called on changes announced by other processes)."""
+        self._notify(run_id)
 
     def _notify(self, run_id: str) -> None:
         signal = self._signals.pop(run_id, None)
@@ -149,25 +164,38 @@ class RunManager:
             updated_at=now,
         )
         await self.registry.create(record)
-        self._launch(record, resume=False)
+        if await self._claim(record.id):  # else a sweeping process took it first and drives it
+            self._launch(record, resume=False)
         return record
 
     async def answer(self, record: RunRecord, interrupt_id: str, value: Any) -> RunRecord:
         """Answer one pending interrupt; once all are answered, the run resumes."""
-        if record.status != "interrupted":
-            raise RunConflictError(f"run {record.id} is {record.status}, not waiting for input")
-        keys = {i["id"]: i["key"] for i in record.interrupts}
-        if interrupt_id not in keys:
+        resume: list[Any] = []
+
+        def change(current: RunRecord) -> dict[str, Any]:
+            # checked on the record as locked by the store: another process may have answered
+            if current.status != "interrupted":
+                raise RunConflictError(
+                    f"run {current.id} is {current.status}, not waiting for input"
+                )
+            keys = {i["id"]: i["key"] for i in current.interrupts}
+            if interrupt_id not in keys:
+                raise KeyError(interrupt_id)
+            pending = set(keys.values())
+            answers = {**current.answers, keys[interrupt_id]: value}
+            if set(answers) != pending:
+                return {"answers": answers}
+            resume.append(answers if len(pending) > 1 else value)
+            return {"status": "running", "answers": {}, "interrupts": []}
+
+        lease = None if self.lease_s is None else (self.owner, self.lease_s)
+        changed = await self.registry.modify(record.tenant, record.id, change, lease=lease)
+        if changed is None:
             raise KeyError(interrupt_id)
-        pending = set(keys.values())
-        answers = {**record.answers, keys[interrupt_id]: value}
-        if set(answers) != pending:
-            return await self.registry.update(record.id, answers=answers)
-        record = await self.registry.update(record.id, status="running", answers={}, interrupts=[])
-        answer = answers if len(pending) > 1 else value
-        self._launch(record, resume=True, answer=answer)
-        self._notify(record.id)
-        return record
+        if resume:  # the lease was taken with the answer: this process drives the run
+            self._launch(changed, resume=True, answer=resume[0])
+        self._notify(changed.id)
+        return changed
 
     async def cancel(self, record: RunRecord) -> RunRecord:
         if record.status in TERMINAL:
@@ -186,16 +214,21 @@ class RunManager:
         return found
 
     async def resume_unfinished(self) -> int:
-        """Resume every run that was running when the service last stopped; return how many."""
+        """Resume every run that was running when the service last stopped (or, with a shared
+        store, whose process's lease lapsed); return how many."""
         count = 0
-        for record in await self.registry.unfinished():
-            if record.id in self._tasks:
+        for record in await self.registry.claimable():
+            if record.id in self._tasks or not await self._claim(record.id):
+                continue
+            if record.id in self._dropped:
+                await self._release(record.id)
                 continue
             try:
                 agent = self.agents.get(record.agent)
                 compiled = self.compiled(agent, record.tenant)
             except Exception as e:
                 await self._finish(record.id, status="failed", error=f"cannot resume: {e}")
+                await self._release(record.id)
                 continue
             checkpoint = await self.checkpointer.latest(record.id)
             if checkpoint is None:
@@ -203,9 +236,11 @@ class RunManager:
             elif checkpoint.status == "done":
                 state, _ = await compiled.get_state(record.id)
                 await self._finish(record.id, status="done", output=agent.output(state))
+                await self._release(record.id)
             elif checkpoint.status == "interrupted":
                 extra = pydantic_core.from_json(checkpoint.extra)
                 asks = [Interrupt(**i) for i in extra.get("interrupts", [])]
+                await self._release(record.id)
                 await self._finish(
                     record.id, status="interrupted", interrupts=[_interrupt(i) for i in asks]
                 )
@@ -216,9 +251,48 @@ class RunManager:
             _log.info("resumed %d run(s) that were running when the service stopped", count)
         return count
 
+    async def begin(self) -> None:
+        """Resume orphaned runs; with a lease, keep renewing it and sweeping for orphans."""
+        await self.resume_unfinished()
+        if self.lease_s is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(self.lease_s), name="keel serve leases")
+
+    async def _sweep(self, lease_s: float) -> None:
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                owned = list(self._tasks)
+                held = (
+                    set(await self.registry.renew(self.owner, owned, lease_s)) if owned else set()
+                )
+                for run_id in owned:
+                    task = self._tasks.get(run_id)
+                    if run_id not in held and run_id not in self._settling and task is not None:
+                        # cancelled or taken over elsewhere: stop without writing anything
+                        _log.warning("run %s is no longer this process's to drive", run_id)
+                        self._dropped.add(run_id)
+                        task.cancel()
+                await self.resume_unfinished()
+            except Exception as e:  # a store outage must not end the sweeps
+                _log.warning("lease sweep failed: %s", e)
+
+    async def _claim(self, run_id: str) -> bool:
+        if self.lease_s is None:
+            return True
+        return await self.registry.claim(run_id, self.owner, self.lease_s)
+
+    async def _release(self, run_id: str) -> None:
+        if self.lease_s is not None:
+            await self.registry.release(run_id, self.owner)
+
     async def close(self) -> None:
-        """Stop every run task; their status stays ``running``, so the next start resumes them."""
+        """Stop every run task; their status stays ``running``, so the next start resumes them
+        (with a shared store, their leases are released so another process resumes them)."""
         self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -247,6 +321,13 @@ class RunManager:
         await self.registry.update(run_id, **fields)
         self._notify(run_id)
 
+    async def _settle(self, record: RunRecord, **fields: Any) -> None:
+        """Record how a drive ended, unless the run was cancelled meanwhile (by any process)."""
+        await self.registry.modify(
+            record.tenant, record.id, lambda now: fields if now.status == "running" else {}
+        )
+        self._notify(record.id)
+
     async def _drive(self, record: RunRecord, resume: bool, answer: Any) -> None:
         agent = self.agents.get(record.agent)
         compiled = self.compiled(agent, record.tenant)
@@ -273,17 +354,20 @@ class RunManager:
                         result = event.data
                     await self._append(record.id, _stored(event))
                 assert result is not None
+                self._settling.add(record.id)  # its own status change: not a reason to drop it
                 if result.status == "interrupted":
-                    await self._finish(
-                        record.id,
+                    # free the run first: the answer may come to another process at once
+                    await self._release(record.id)
+                    await self._settle(
+                        record,
                         status="interrupted",
                         interrupts=[_interrupt(i) for i in result.interrupts],
                         answers={},
                     )
                 else:
-                    await self._finish(record.id, status="done", output=agent.output(result.state))
+                    await self._settle(record, status="done", output=agent.output(result.state))
             except asyncio.CancelledError:
-                if not self.closing:
+                if not self.closing and record.id not in self._dropped:
                     await self._finish(record.id, status="cancelled", interrupts=[], answers={})
                     await self._append(
                         record.id,
@@ -291,6 +375,7 @@ class RunManager:
                     )
                 raise
             except Exception as e:
+                self._settling.add(record.id)
                 _log.warning("run %s of agent %s failed: %s", record.id, record.agent, e)
                 span.set_status(trace.StatusCode.ERROR, str(e)[:200])
                 message = f"{type(e).__name__}: {e}"[:1000]
@@ -300,4 +385,10 @@ class RunManager:
                         seq=0, kind="run_failed", step=0, data={"error": message}, time=time.time()
                     ),
                 )
-                await self._finish(record.id, status="failed", error=message)
+                await self._settle(record, status="failed", error=message)
+            finally:
+                try:
+                    if record.id not in self._dropped:
+                        await self._release(record.id)
+                finally:
+                    self._settling.discard(record.id)

@@ -2,7 +2,9 @@
 
 Files under ``data_dir`` by default: ``serve.db`` (runs and their events), ``keys.db`` (API
 keys, hashed), ``serve-checkpoints.db`` (graph checkpoints and the effect journal), plus the
-memory and trace files the rest of the stack uses.
+memory and trace files the rest of the stack uses. With ``[shared] dsn`` set, all of these live
+in that PostgreSQL database instead (``keel.serve.postgres``), so several processes behind one
+address share every run, event, key and checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from keel.graph.checkpoint.base import Checkpointer
     from keel.memory.base import Embedder, VectorStore
 
-__all__ = ["DEFAULT_TENANT", "Service", "TraceReader", "keys_path"]
+__all__ = ["DEFAULT_TENANT", "Service", "TraceReader", "keys_path", "open_key_store"]
 
 DEFAULT_TENANT = "default"
 """The tenant of every request when authentication is off."""
@@ -42,6 +44,18 @@ def keys_path(data_dir: Path) -> Path:
     return data_dir / "keys.db"
 
 
+def open_key_store(settings: KeelSettings) -> KeyStore:
+    """The configured key store: PostgreSQL with ``[shared] dsn``, else ``DATA_DIR/keys.db``."""
+    dsn = settings.shared.resolve_dsn()
+    if dsn:
+        from keel.serve.postgres import PostgresKeyStore
+
+        return PostgresKeyStore(dsn, schema=settings.shared.pg_schema)
+    from keel.serve.sqlite import SqliteKeyStore
+
+    return SqliteKeyStore(keys_path(settings.data_dir))
+
+
 @dataclass
 class Service:
     """Everything a running ``keel serve`` holds."""
@@ -56,10 +70,16 @@ class Service:
     auth: bool = True
     max_body_bytes: int = 1_000_000
     keepalive_s: float = 15.0
+    lease_s: float | None = None
+    """Set when the stores are shared by several processes: how long a run's lease lasts."""
+    where: str = "memory"
+    """Where the state is, for messages (never a password)."""
     runs: RunManager = field(init=False)
 
     def __post_init__(self) -> None:
-        self.runs = RunManager(self.agents, self.registry, self.events, self.checkpointer)
+        self.runs = RunManager(
+            self.agents, self.registry, self.events, self.checkpointer, lease_s=self.lease_s
+        )
 
     @classmethod
     def from_settings(
@@ -70,11 +90,9 @@ class Service:
         memory: TenantMemory | None = None,
         tracing: bool = True,
     ) -> Service:
-        """The embedded service: SQLite stores under ``settings.data_dir``, the configured
-        agents (plus ``agents`` given here), memory opened on first use, the local trace store."""
-        from keel.graph.checkpoint.sqlite import SqliteCheckpointer
-        from keel.serve.sqlite import SqliteEventLog, SqliteKeyStore, SqliteRunRegistry
-
+        """The embedded service: SQLite stores under ``settings.data_dir`` (PostgreSQL ones with
+        ``[shared] dsn``), the configured agents (plus ``agents`` given here), memory opened on
+        first use, the configured trace store."""
         data = settings.data_dir
         if memory is None:
 
@@ -97,16 +115,40 @@ class Service:
             from keel.stack import open_tracing
 
             traces = open_tracing(settings)
+        dsn = settings.shared.resolve_dsn()
+        runs: RunRegistry
+        events: EventLog
+        checkpointer: Checkpointer
+        if dsn:
+            from keel.graph.checkpoint.postgres import PostgresCheckpointer
+            from keel.serve.postgres import PostgresEventLog, PostgresRunRegistry
+
+            schema = settings.shared.pg_schema
+            runs = PostgresRunRegistry(dsn, schema=schema)
+            where = f"{runs.where} (schema {schema}, shared)"
+            events = PostgresEventLog(dsn, schema=schema)
+            checkpointer = PostgresCheckpointer(dsn, schema=schema)
+        else:
+            from keel.graph.checkpoint.sqlite import SqliteCheckpointer
+            from keel.serve.sqlite import SqliteEventLog, SqliteRunRegistry
+
+            runs = SqliteRunRegistry(data / "serve.db")
+            where = str(data)
+            events = SqliteEventLog(data / "serve.db")
+            checkpointer = SqliteCheckpointer(data / "serve-checkpoints.db")
         return cls(
             agents=registry,
-            registry=SqliteRunRegistry(data / "serve.db"),
-            events=SqliteEventLog(data / "serve.db"),
-            keys=SqliteKeyStore(keys_path(data)),
-            checkpointer=SqliteCheckpointer(data / "serve-checkpoints.db"),
+            registry=runs,
+            events=events,
+            keys=open_key_store(settings),
+            checkpointer=checkpointer,
             memory=memory,
             traces=traces,
             auth=settings.serve.auth,
             max_body_bytes=settings.serve.max_body_bytes,
+            keepalive_s=settings.serve.keepalive_s,
+            lease_s=settings.serve.lease_s if dsn else None,
+            where=where,
         )
 
     async def authenticate(self, secret: str | None) -> str:
@@ -121,8 +163,10 @@ class Service:
         return key.tenant
 
     async def start(self) -> None:
-        """Resume the runs that were running when the service last stopped."""
-        await self.runs.resume_unfinished()
+        """Listen for other processes' changes and resume the runs that were running when the
+        service last stopped (or whose process's lease lapsed)."""
+        await self.events.listen(self.runs.notify)
+        await self.runs.begin()
 
     async def stop(self) -> None:
         """Stop run tasks (they resume at the next start) and close the stores."""
