@@ -6,6 +6,7 @@ Needs only numpy and psutil (no Keel), so ann_others.py can use it from its own 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import psutil
@@ -28,3 +29,24 @@ def tie_aware_recall(
 def rss() -> int:
     """Resident memory of this process, in bytes."""
     return int(psutil.Process(os.getpid()).memory_info().rss)
+
+
+@dataclass
+class Row:
+    """One line of the comparison table."""
+
+    name: str
+    build_s: float
+    recall: float
+    qps: float
+    memory_mb: float
+
+    @staticmethod
+    def header() -> str:
+        return f"{'index':<38} {'build s':>8} {'recall':>9} {'QPS':>9} {'MB':>9}"
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<38} {self.build_s:8.1f} {self.recall:9.3f} {self.qps:9.0f} "
+            f"{self.memory_mb:9.1f}"
+        )

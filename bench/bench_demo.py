@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/bench_demo.py [--runs 3]
 Uses a fresh temporary data directory, the shipped demo corpus and the default embedded stack
-(SmolLM2-135M-Instruct via llama.cpp, all-MiniLM-L6-v2 int8 via onnxruntime, SQLite + faiss).
+(SmolLM2-135M-Instruct via llama.cpp, all-MiniLM-L6-v2 int8 via onnxruntime, SQLite + usearch).
 """
 
 from __future__ import annotations

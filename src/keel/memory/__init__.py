@@ -1,7 +1,7 @@
 """The memory layer: embedders, vector stores, loaders, chunking, incremental ingestion, retrieval,
 episodic memory (runs) and procedural memory (skills).
 
-Importing this package is cheap: backends that need numpy, onnxruntime, faiss, pypdf or
+Importing this package is cheap: backends that need numpy, onnxruntime, usearch, pypdf or
 python-docx are imported only when something builds or uses one.
 """
 

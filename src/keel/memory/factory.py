@@ -1,7 +1,7 @@
 """Builds the configured embedder, vector store and episodic store, importing each backend only
 when asked for.
 
-Backends need optional libraries (onnxruntime, faiss, numpy, psycopg, qdrant-client, openai);
+Backends need optional libraries (onnxruntime, usearch, numpy, psycopg, qdrant-client, openai);
 keeping their imports inside these functions keeps ``import keel.memory`` fast and lets a missing
 extra fail with a clear message.
 """
@@ -80,8 +80,8 @@ def create_vector_store(
     path: Path, dimension: int, settings: MemorySettings | None = None
 ) -> VectorStore:
     """The vector store ``settings.backend`` names; without settings (or with ``"sqlite"``) the
-    embedded store: one SQLite file at ``path`` with a faiss index beside it. Qdrant's local mode
-    defaults to the folder ``qdrant`` beside ``path``."""
+    embedded store: one SQLite file at ``path`` with usearch HNSW indexes beside it. Qdrant's
+    local mode defaults to the folder ``qdrant`` beside ``path``."""
     backend = "sqlite" if settings is None else settings.backend
     if backend == "pgvector":
         assert settings is not None
@@ -109,9 +109,14 @@ def create_vector_store(
         return QdrantVectorStore(
             dimension, path=folder.expanduser(), collection=settings.qdrant_collection
         )
-    from keel.memory.sqlite_store import SQLiteVectorStore
+    from keel.memory.sqlite_store import HNSWParams, SQLiteVectorStore
 
-    return SQLiteVectorStore(path, dimension)
+    if settings is None:
+        return SQLiteVectorStore(path, dimension)
+    hnsw = HNSWParams(
+        settings.hnsw_connectivity, settings.hnsw_expansion_add, settings.hnsw_expansion_search
+    )
+    return SQLiteVectorStore(path, dimension, hnsw=hnsw)
 
 
 def describe_vector_backend(settings: MemorySettings, path: Path) -> str:
