@@ -14,6 +14,9 @@ import pytest
 
 # Read by Ray when it is imported: keeps this driver, like the head, on 127.0.0.1.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# Like LocalRayHead's head: no token authentication, even when ~/.ray/auth_token exists (Ray
+# turns it on by itself then, and a head and a driver that disagree fail with InvalidAuthToken).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # Ray is imported before the test modules load other C++ extensions (usearch): loaded after them,
 # ray.init aborts with std::regex_error in this process.
 with contextlib.suppress(ImportError):

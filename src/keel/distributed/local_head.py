@@ -5,7 +5,9 @@ For tests, benchmarks and trying ``RayExecutor`` on one machine. It runs ``ray s
 ends exactly the processes it started: the head's process group and every descendant (Ray's
 workers call ``setsid``, so the group alone misses them). It never runs ``ray stop``, which ends
 every Ray process on the machine. Set ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` in this process
-before Ray is imported so that the driver, like the head, stays on loopback.
+before Ray is imported so that the driver, like the head, stays on loopback, and
+``RAY_AUTH_MODE=disabled`` (the head's default) so that a ``~/.ray/auth_token`` file does not turn
+token authentication on in the driver alone.
 """
 
 from __future__ import annotations
@@ -80,8 +82,17 @@ class LocalRayHead:
         return f"ray://127.0.0.1:{self.client_port}"
 
     def env(self) -> dict[str, str]:
-        """The environment the head runs with (loopback, and ``extra_env``)."""
-        return {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **self.extra_env}
+        """The environment the head runs with (loopback, and ``extra_env``); give it to drivers
+        too. Token authentication is off unless ``RAY_AUTH_MODE`` says otherwise: Ray turns it on
+        by itself when ``~/.ray/auth_token`` exists, and a driver that does not then fails with
+        ``InvalidAuthToken``."""
+        auth = os.environ.get("RAY_AUTH_MODE", "disabled")
+        return {
+            **os.environ,
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_AUTH_MODE": auth,
+            **self.extra_env,
+        }
 
     def start(self) -> Self:
         ray = Path(sys.executable).with_name("ray")

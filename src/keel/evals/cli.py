@@ -89,6 +89,8 @@ async def _evaluate(
     record: bool,
     quiet: bool,
     case_ids: list[str],
+    source: str = "",
+    executor: str = "local",
 ) -> EvalReport:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -103,6 +105,21 @@ async def _evaluate(
         if unknown:
             raise ConfigError(f"no case {unknown[0]!r} in {dataset.name}")
         cases = [c for c in dataset.cases if c.id in case_ids]
+    if executor != "local":
+        return await _evaluate_on_executor(
+            dataset,
+            settings,
+            source=source,
+            executor=executor,
+            spec=spec,
+            judge_spec=judge_spec,
+            runs=runs,
+            temperature=temperature,
+            seed=seed,
+            record=record,
+            quiet=quiet,
+            cases=cases,
+        )
     model = _open_model(dataset, settings, spec)
     judges: dict[str | None, Model] = {}
     if judge_spec is not None:
@@ -155,6 +172,71 @@ async def _evaluate(
         for judge in {id(j): j for j in judges.values() if j is not model}.values():
             await judge.aclose()
         await model.aclose()
+
+
+async def _evaluate_on_executor(
+    dataset: Dataset,
+    settings: KeelSettings,
+    *,
+    source: str,
+    executor: str,
+    spec: str | None,
+    judge_spec: str | None,
+    runs: int | None,
+    temperature: float | None,
+    seed: int,
+    record: bool,
+    quiet: bool,
+    cases: list[Any],
+) -> EvalReport:
+    """Every (case, run) as a task on the executor (Ray): the workers build the target."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from keel.distributed.base import MapProgress
+    from keel.distributed.evals import EvalWork
+    from keel.distributed.factory import create_executor
+    from keel.evals.runner import run_dataset
+
+    where = Path(source)
+    # Workers load the dataset themselves: a file by its absolute path (a shared volume on a
+    # cluster), a shipped suite or a 'module:name' by name.
+    located = str(where.resolve()) if where.is_file() else source  # noqa: ASYNC240
+    work = EvalWork(
+        dataset=located,
+        model=spec,
+        judge=judge_spec,
+        settings=settings,
+        record=str(recordings_path(settings).resolve()) if record else None,
+    )
+    total = sum(runs if runs is not None else dataset.runs_of(c) for c in cases)
+    async with create_executor(settings.distributed, executor) as pool:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("runs, {task.fields[errors]} errors"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=quiet,
+        ) as bar:
+            task = bar.add_task(f"Evaluating {dataset.name} on {pool.name}", total=total, errors=0)
+
+            def show(done: MapProgress) -> None:
+                bar.update(task, completed=done.done, errors=done.failed)
+
+            return await run_dataset(
+                dataset,
+                None,
+                None,
+                runs=runs,
+                temperature=temperature,
+                seed=seed,
+                cases=cases,
+                executor=pool,
+                work=work,
+                executor_progress=show,
+            )
 
 
 def _print_failures(report: EvalReport) -> None:
@@ -242,6 +324,15 @@ def eval_dataset(
         bool, typer.Option("--record", help="Record every run (replay with keel replay RUN).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Where runs execute: 'local' (one after another, here) or 'ray' (one Ray task "
+            "per run at distributed.ray_address). Default: distributed.executor.",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -255,6 +346,8 @@ def eval_dataset(
 
     if test not in ("fisher", "z"):
         raise typer.BadParameter("choose 'fisher' or 'z'", param_hint="--test")
+    if executor is not None and executor not in ("local", "ray"):
+        raise typer.BadParameter("choose 'local' or 'ray'", param_hint="--executor")
     loaded = load_dataset(dataset)
     before = EvalReport.load(baseline) if baseline is not None else None
     settings = _settings(config, data_dir, model)
@@ -270,6 +363,8 @@ def eval_dataset(
             record=record,
             quiet=quiet,
             case_ids=case or [],
+            source=dataset,
+            executor=executor or settings.distributed.executor,
         )
     )
     if before is not None and baseline is not None:

@@ -3,7 +3,8 @@ then pass rates with Wilson intervals and pass^k per case.
 
 A target becomes a ``Subject``: an async function from (case, model) to an ``Outcome``. Runs are
 sequential (a local model serves one request at a time); with a sampling temperature each run gets
-its own seed, so runs are independent draws yet the whole eval is repeatable.
+its own seed, so runs are independent draws yet the whole eval is repeatable. Given an
+``Executor`` (a Ray cluster), the runs are its items instead (``keel.distributed.evals``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from keel.llm.messages import (
 from keel.llm.wrapper import WrapperModel
 
 if TYPE_CHECKING:
+    from keel.distributed.base import Executor, ProgressCallback
+    from keel.distributed.evals import EvalWork
     from keel.evals.record import RecordStore
     from keel.memory.retrieval import Retriever
     from keel.tools.registry import ToolRegistry
@@ -280,10 +283,73 @@ async def _run_once(
     )
 
 
+def _case_result(dataset: Dataset, case: Case, records: list[RunRecord]) -> CaseResult:
+    n = len(records)
+    passes = sum(r.passed for r in records)
+    interval = wilson_interval(passes, n, dataset.defaults.confidence)
+    threshold = dataset.threshold_of(case)
+    k = dataset.defaults.pass_k
+    return CaseResult(
+        id=case.id,
+        prompt=case.prompt,
+        runs=n,
+        passes=passes,
+        threshold=threshold,
+        pass_rate=interval.rate,
+        ci_low=interval.low,
+        ci_high=interval.high,
+        pass_k=pass_hat_k(passes, n, k),
+        k=k,
+        passed=interval.low >= threshold,
+        records=records,
+    )
+
+
+async def _run_on_executor(
+    executor: Executor,
+    work: EvalWork,
+    planned: list[tuple[Case, int]],
+    temperature: float | None,
+    seed: int,
+    progress: ProgressCallback | None,
+) -> tuple[list[RunRecord], str]:
+    """Every (case, run) as one item on ``executor``; a failed item is a failed run."""
+    import functools
+
+    from keel.distributed.evals import EvalItem, release_targets, run_item, run_item_blocking
+    from keel.distributed.local import LocalExecutor
+
+    items = [
+        EvalItem(case.id, i, temperature, seed + i if temperature is not None else 0)
+        for case, i in planned
+    ]
+    in_process = isinstance(executor, LocalExecutor)
+    body: Callable[[EvalItem], Any] = functools.partial(
+        run_item if in_process else run_item_blocking, work
+    )
+    try:
+        results = await executor.map(body, items, progress)
+    finally:
+        if in_process:
+            await release_targets(work)
+    records: list[RunRecord] = []
+    model_name = ""
+    for result in results:
+        if result.ok:
+            record, model_name = result.unwrap()
+            records.append(record)
+        else:
+            message = f"{result.error_type}: {result.error}"
+            records.append(
+                RunRecord(passed=False, failures=[f"run failed: {message}"], error=message)
+            )
+    return records, model_name
+
+
 async def run_dataset(
     dataset: Dataset,
-    model: Model,
-    subject: Subject,
+    model: Model | None,
+    subject: Subject | None,
     *,
     runs: int | None = None,
     judge: Model | Callable[[JudgeCheck], Model | None] | None = None,
@@ -292,58 +358,63 @@ async def run_dataset(
     progress: Progress | None = None,
     cases: Sequence[Case] | None = None,
     target: str = "",
+    executor: Executor | None = None,
+    work: EvalWork | None = None,
+    executor_progress: ProgressCallback | None = None,
 ) -> EvalReport:
     """Run every case of ``dataset`` (or ``cases``) ``runs`` times (default: the dataset's) and
     report pass rates. ``temperature`` (default: the dataset's) is forced on every model call,
-    with seed ``seed + run number``; ``judge`` grades ``judge`` checks (default: ``model``)."""
+    with seed ``seed + run number``; ``judge`` grades ``judge`` checks (default: ``model``).
+
+    With an ``executor``, every (case, run) pair is one item on it, described by ``work`` (a
+    picklable ``keel.distributed.evals.EvalWork``): the workers build the model, the subject and
+    the judges themselves, so ``model``, ``subject`` and ``judge`` are not used and may be None.
+    ``executor_progress`` then follows the items as they complete (``progress`` is not called).
+    The report is computed here from the returned runs, exactly as without an executor."""
     started = time.perf_counter()
     temperature = temperature if temperature is not None else dataset.defaults.temperature
-    if judge is None:
-        judges: Callable[[JudgeCheck], Model | None] = lambda check: model  # noqa: E731
-    elif isinstance(judge, Model):
-        judges = lambda check: judge  # noqa: E731
+    selected = list(cases if cases is not None else dataset.cases)
+    planned = [
+        (case, i)
+        for case in selected
+        for i in range(1, (runs if runs is not None else dataset.runs_of(case)) + 1)
+    ]
+    by_case: dict[str, list[RunRecord]] = {case.id: [] for case in selected}
+    if executor is not None:
+        if work is None:
+            raise DatasetError("run_dataset with an executor needs work=EvalWork(...)")
+        records, model_name = await _run_on_executor(
+            executor, work, planned, temperature, seed, executor_progress
+        )
+        for (case, _), record in zip(planned, records, strict=True):
+            by_case[case.id].append(record)
+        model_name = model_name or (model.name if model is not None else work.model or "")
     else:
-        judges = judge
-    confidence = dataset.defaults.confidence
-    results = []
-    for case in cases if cases is not None else dataset.cases:
-        n = runs if runs is not None else dataset.runs_of(case)
-        records = []
-        for i in range(1, n + 1):
+        if model is None or subject is None:
+            raise DatasetError("run_dataset without an executor needs a model and a subject")
+        evaluated: Model = model
+        if judge is None:
+            judges: Callable[[JudgeCheck], Model | None] = lambda check: evaluated  # noqa: E731
+        elif isinstance(judge, Model):
+            judges = lambda check: judge  # noqa: E731
+        else:
+            judges = judge
+        for case, i in planned:
             run_model: Model = model
             if temperature is not None:
                 run_model = SamplingModel(model, temperature=temperature, seed=seed + i)
             record = await _run_once(case, subject, run_model, judges)
-            records.append(record)
+            by_case[case.id].append(record)
             if progress is not None:
                 progress(case, i, record.passed)
-        passes = sum(r.passed for r in records)
-        interval = wilson_interval(passes, n, confidence)
-        threshold = dataset.threshold_of(case)
-        k = dataset.defaults.pass_k
-        results.append(
-            CaseResult(
-                id=case.id,
-                prompt=case.prompt,
-                runs=n,
-                passes=passes,
-                threshold=threshold,
-                pass_rate=interval.rate,
-                ci_low=interval.low,
-                ci_high=interval.high,
-                pass_k=pass_hat_k(passes, n, k),
-                k=k,
-                passed=interval.low >= threshold,
-                records=records,
-            )
-        )
+        model_name = model.name
     return EvalReport(
         dataset=dataset.name,
         description=dataset.description,
-        model=model.name,
+        model=model_name,
         target=target or dataset.target.kind,
-        confidence=confidence,
+        confidence=dataset.defaults.confidence,
         temperature=temperature,
         duration_s=time.perf_counter() - started,
-        cases=results,
+        cases=[_case_result(dataset, case, by_case[case.id]) for case in selected],
     )
