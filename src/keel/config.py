@@ -40,6 +40,7 @@ __all__ = [
     "ServeAgentSettings",
     "ServeSettings",
     "SharedSettings",
+    "ToolsSettings",
     "TraceSettings",
     "load_settings",
 ]
@@ -312,6 +313,11 @@ class BudgetSettings(_Section):
     tenant_day: BudgetLimitSettings = Field(
         default_factory=BudgetLimitSettings, description="each tenant, per UTC day"
     )
+    tenants: dict[str, BudgetLimitSettings] = Field(
+        default_factory=dict,
+        description="per-tenant daily limits that replace tenant_day for those tenants "
+        "([budget.tenants.NAME])",
+    )
 
 
 class CacheSettings(_Section):
@@ -356,6 +362,17 @@ class DistributedSettings(_Section):
     max_in_flight: int = Field(64, ge=1, description="Ray tasks outstanding at once")
     batch_size: int = Field(8, ge=1, description="files loaded and chunked per task (ingest)")
     embed_batch_size: int = Field(256, ge=1, description="chunk texts embedded per task (ingest)")
+
+
+class ToolsSettings(_Section):
+    """Tool calls (``keel.tools``) in registries built from settings."""
+
+    redis_url: str | None = Field(
+        None,
+        description="Redis server holding the tools' rate-limit buckets, shared by every "
+        "process (default: [shared] redis_url; unset: buckets in each process)",
+    )
+    rate_limit_prefix: str = Field("keel:ratelimit:", min_length=1)
 
 
 class SharedSettings(_Section):
@@ -420,6 +437,7 @@ class KeelSettings(BaseModel):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
     shared: SharedSettings = Field(default_factory=SharedSettings)
 
     @model_validator(mode="after")
@@ -441,6 +459,8 @@ class KeelSettings(BaseModel):
                 if "pg_schema" not in section.model_fields_set:
                     section.pg_schema = shared.pg_schema
         if shared.redis_url:
+            if "redis_url" not in self.tools.model_fields_set:
+                self.tools.redis_url = shared.redis_url
             if "backend" not in self.cache.model_fields_set:
                 self.cache.backend = "redis"
             if "redis_url" not in self.cache.model_fields_set:

@@ -29,6 +29,7 @@ ROUTES = {
     ("POST", "/v1/memory/{namespace}/search"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/budget"),
 }
 
 

@@ -252,10 +252,19 @@ def _import(target: str, what: str) -> Any:
 def _agent_from_config(
     name: str, spec: ServeAgentSettings, settings: KeelSettings, memory: TenantMemory
 ) -> ServedAgent:
+    from keel.serve.tenancy import tenant_cached
     from keel.stack import open_model
 
+    # The service puts the cache on itself, namespaced per tenant (open_model's is not).
+    uncached = settings.model_copy(
+        update={"cache": settings.cache.model_copy(update={"enabled": False})}
+    )
+
     def model() -> Model:
-        return open_model(settings, spec.model)
+        built = open_model(uncached, spec.model)
+        local = (spec.model or settings.llm.model).partition(":")[0] == "local"
+        temperature = settings.llm.temperature if local else None
+        return tenant_cached(built, settings, default_temperature=temperature)
 
     if spec.kind == "docqa":
         return DocQAAgent(
@@ -268,6 +277,11 @@ def _agent_from_config(
         )
     if spec.kind == "agent":
         tools = _import(spec.tools, f"the tools of agent {name!r}") if spec.tools else None
+        if tools is not None and getattr(tools, "settings", None) is not None:
+            from keel.tools.registry import rate_limits_from_settings
+
+            if tools.settings.rate_limits is None:  # [tools] redis_url: shared buckets
+                tools.settings.rate_limits = rate_limits_from_settings(settings)
         return LoopAgent(
             name,
             model,

@@ -26,6 +26,8 @@ from keel.serve.runs import RunConflictError
 from keel.serve.schemas import (
     AgentInfo,
     AgentList,
+    BudgetCounters,
+    BudgetStatus,
     DocumentsAdded,
     DocumentsIn,
     ErrorBody,
@@ -231,6 +233,42 @@ Namespace = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 RunIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the run's id")]
 
 
+async def _budget(service: Service, tenant: str) -> BudgetStatus:
+    from keel.budget.base import BudgetScope, utc_day
+
+    budgets = service.budgets
+    if budgets is None:
+        day = utc_day()
+        return BudgetStatus(
+            tenant=tenant,
+            day=day,
+            scope=BudgetScope.tenant(tenant).key(),
+            metered=False,
+            used=BudgetCounters(),
+            reserved=BudgetCounters(),
+            limits={},
+            remaining={},
+        )
+    day, spend = await budgets.today(tenant)
+    limits = dict(budgets.limits(tenant).items())
+    used = BudgetCounters.model_validate(spend.used.model_dump())
+    reserved = BudgetCounters.model_validate(spend.reserved.model_dump())
+    remaining = {
+        c: bound - getattr(spend.used, c) - getattr(spend.reserved, c)
+        for c, bound in limits.items()
+    }
+    return BudgetStatus(
+        tenant=tenant,
+        day=day,
+        scope=spend.key,
+        metered=True,
+        used=used,
+        reserved=reserved,
+        limits=limits,
+        remaining=remaining,
+    )
+
+
 def create_app(service: Service) -> FastAPI:
     """The ASGI app of ``service``; its lifespan resumes unfinished runs and stops them."""
 
@@ -393,6 +431,11 @@ def create_app(service: Service) -> FastAPI:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    @app.get("/v1/budget", response_model=BudgetStatus, responses=ERRORS, tags=["budget"])
+    async def get_budget(tenant: Tenant) -> BudgetStatus:
+        """The calling tenant's spend against its daily limits (today, UTC); never another's."""
+        return await _budget(service, tenant)
 
     @app.get("/v1/traces", response_model=TraceList, responses=ERRORS, tags=["traces"])
     async def list_traces(

@@ -19,6 +19,7 @@ from keel.errors import ServeError
 from keel.llm.messages import AssistantMessage, Message, SystemMessage, TextPart, UserMessage
 from keel.serve.app import BODY_ERRORS, ERRORS, Tenant, _doc, error_response
 from keel.serve.base import TERMINAL, RunRecord
+from keel.serve.runs import BUDGET_EXCEEDED
 from keel.serve.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -133,8 +134,13 @@ def add_openai_routes(app: FastAPI, service: Service) -> None:
         found = await service.registry.get(tenant, record.id)
         assert found is not None
         if found.status == "failed":
+            over = (found.error or "").startswith(BUDGET_EXCEEDED)
             return error_response(
-                502, f"the run of agent {agent.name!r} failed: {found.error}", code=found.id
+                502,
+                f"the run of agent {agent.name!r} failed: {found.error}",
+                code=found.id,
+                type=BUDGET_EXCEEDED if over else None,
+                hint="see GET /v1/budget; raise the limit in [budget]" if over else None,
             )
         completion = ChatCompletion(
             id=completion_id,

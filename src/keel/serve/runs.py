@@ -13,6 +13,7 @@ as often for running runs whose lease has lapsed (their process died) and resume
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -24,14 +25,18 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from keel.errors import GraphError, ServeError
+from keel.errors import BudgetExceeded, GraphError, ServeError
 from keel.graph.checkpoint.base import Checkpointer
 from keel.graph.engine import CompiledGraph, RunResult
 from keel.graph.runtime import Event, Interrupt
 from keel.serve.agents import AgentRegistry, ServedAgent
 from keel.serve.base import TERMINAL, EventLog, RunRecord, RunRegistry, StoredEvent
+from keel.serve.tenancy import TenantBudgets, current_tenant
 
-__all__ = ["RunConflictError", "RunManager"]
+__all__ = ["BUDGET_EXCEEDED", "RunConflictError", "RunManager"]
+
+BUDGET_EXCEEDED = "budget_exceeded"
+"""The error type of a run stopped by its budget (its ``error`` starts with it)."""
 
 _log = logging.getLogger("keel.serve")
 _tracer = trace.get_tracer("keel.serve")
@@ -94,8 +99,10 @@ class RunManager:
         checkpointer: Checkpointer,
         *,
         lease_s: float | None = None,
+        budgets: TenantBudgets | None = None,
     ) -> None:
         self.agents = agents
+        self.budgets = budgets
         self.lease_s = lease_s
         self.owner = uuid.uuid4().hex
         self._sweeper: asyncio.Task[None] | None = None
@@ -329,6 +336,7 @@ class RunManager:
         self._notify(record.id)
 
     async def _drive(self, record: RunRecord, resume: bool, answer: Any) -> None:
+        current_tenant.set(record.tenant)  # this task's own context: cache namespaces
         agent = self.agents.get(record.agent)
         compiled = self.compiled(agent, record.tenant)
         # A trace of its own (not a child of the HTTP request that started it), so a tenant's
@@ -349,10 +357,15 @@ class RunManager:
                 else:
                     stream = compiled.stream(record.input, run_id=record.id)
                 result: RunResult[Any] | None = None
-                async for event in stream:
-                    if event.kind == "run_finished":
-                        result = event.data
-                    await self._append(record.id, _stored(event))
+                async with contextlib.AsyncExitStack() as stack:
+                    if self.budgets is not None:
+                        await stack.enter_async_context(
+                            self.budgets.meter(record.id, record.tenant)
+                        )
+                    async for event in stream:
+                        if event.kind == "run_finished":
+                            result = event.data
+                        await self._append(record.id, _stored(event))
                 assert result is not None
                 self._settling.add(record.id)  # its own status change: not a reason to drop it
                 if result.status == "interrupted":
@@ -379,11 +392,21 @@ class RunManager:
                 _log.warning("run %s of agent %s failed: %s", record.id, record.agent, e)
                 span.set_status(trace.StatusCode.ERROR, str(e)[:200])
                 message = f"{type(e).__name__}: {e}"[:1000]
+                data: dict[str, Any] = {"error": message}
+                if isinstance(e, BudgetExceeded):
+                    # the checkpoint of the last finished step stays: resume with a larger budget
+                    message = f"{BUDGET_EXCEEDED}: {e.message}"[:1000]
+                    data = {
+                        "error": message,
+                        "type": BUDGET_EXCEEDED,
+                        "scope": e.scope,
+                        "limit": e.limit,
+                        "used": e.used,
+                        "maximum": e.maximum,
+                    }
                 await self._append(
                     record.id,
-                    StoredEvent(
-                        seq=0, kind="run_failed", step=0, data={"error": message}, time=time.time()
-                    ),
+                    StoredEvent(seq=0, kind="run_failed", step=0, data=data, time=time.time()),
                 )
                 await self._settle(record, status="failed", error=message)
             finally:

@@ -285,3 +285,28 @@ class ModelInfo(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelInfo]
+
+
+class BudgetCounters(BaseModel):
+    """An amount of each budget counter (tokens, US dollars, calls, seconds)."""
+
+    input_tokens: float = 0.0
+    output_tokens: float = 0.0
+    total_tokens: float = 0.0
+    cost_usd: float = 0.0
+    model_calls: float = 0.0
+    tool_calls: float = 0.0
+    wall_time_s: float = 0.0
+
+
+class BudgetStatus(BaseModel):
+    """The calling tenant's budget for the current UTC day: spend, reservations, limits."""
+
+    tenant: str
+    day: str = Field(description="UTC date the counters are for (they reset at midnight UTC)")
+    scope: str = Field(description="the ledger key, e.g. tenant:acme@2026-11-24")
+    metered: bool = Field(description="false when this service does not meter runs")
+    used: BudgetCounters
+    reserved: BudgetCounters = Field(description="held by calls in progress")
+    limits: dict[str, float] = Field(description="limited counters and their bounds")
+    remaining: dict[str, float] = Field(description="per limited counter: limit - used - reserved")

@@ -20,6 +20,7 @@ from keel.serve.agents import AgentRegistry, ServedAgent, agents_from_settings
 from keel.serve.base import EventLog, KeyStore, RunRegistry
 from keel.serve.memory import TenantMemory
 from keel.serve.runs import RunManager
+from keel.serve.tenancy import TenantBudgets
 
 if TYPE_CHECKING:
     from keel.config import KeelSettings
@@ -74,11 +75,18 @@ class Service:
     """Set when the stores are shared by several processes: how long a run's lease lasts."""
     where: str = "memory"
     """Where the state is, for messages (never a password)."""
+    budgets: TenantBudgets | None = None
+    """The budgets every run executes under (None: runs are not metered)."""
     runs: RunManager = field(init=False)
 
     def __post_init__(self) -> None:
         self.runs = RunManager(
-            self.agents, self.registry, self.events, self.checkpointer, lease_s=self.lease_s
+            self.agents,
+            self.registry,
+            self.events,
+            self.checkpointer,
+            lease_s=self.lease_s,
+            budgets=self.budgets,
         )
 
     @classmethod
@@ -149,6 +157,7 @@ class Service:
             keepalive_s=settings.serve.keepalive_s,
             lease_s=settings.serve.lease_s if dsn else None,
             where=where,
+            budgets=TenantBudgets.from_settings(settings),
         )
 
     async def authenticate(self, secret: str | None) -> str:
@@ -176,3 +185,5 @@ class Service:
         await self.registry.aclose()
         await self.events.aclose()
         await self.keys.aclose()
+        if self.budgets is not None:
+            await self.budgets.aclose()

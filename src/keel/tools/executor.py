@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from keel.errors import KeelError, RetryableToolError, SecretNotFoundError
 from keel.llm.messages import ToolCallPart
 from keel.tools.base import Tool, ToolFailure, ToolResult
-from keel.tools.resilience import ToolPolicy
+from keel.tools.resilience import RateLimitBackend, ToolPolicy
 from keel.tools.secrets import Redactor, SecretProvider
 
 __all__ = ["CallSettings", "ToolGate", "execute", "tool_gate"]
@@ -57,6 +57,9 @@ class CallSettings:
     default_timeout: float | None
     max_result_chars: int
     rng: random.Random
+    rate_limits: RateLimitBackend | None = None
+    """Where every rate-limited tool's bucket lives (e.g. Redis, shared by processes); None:
+    each tool's own ``policy.limiter``."""
 
 
 class _Failed(Exception):
@@ -178,7 +181,7 @@ async def _run(
     while True:
         attempt += 1
         try:
-            await _take_token(tool, policy, credential)
+            await _take_token(tool, policy, credential, settings.rate_limits)
             value = await _attempt(tool, policy, kwargs, timeout)
         except _Failed:
             raise
@@ -204,8 +207,11 @@ async def _run(
         return value, attempt
 
 
-async def _take_token(tool: Tool, policy: ToolPolicy, credential: str) -> None:
-    limit, limiter = policy.rate_limit, policy.limiter
+async def _take_token(
+    tool: Tool, policy: ToolPolicy, credential: str, shared: RateLimitBackend | None
+) -> None:
+    limit = policy.rate_limit
+    limiter = shared if shared is not None else policy.limiter
     if limit is None or limiter is None:
         return
     key = policy.key or tool.ref

@@ -16,22 +16,25 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
-from keel.errors import ToolNotFoundError
+from keel.errors import ConfigError, ToolNotFoundError
 from keel.llm.messages import ToolCallPart, ToolDefinition
 from keel.observe import semconv as sc
 from keel.observe.content import capture_enabled, captured
 from keel.tools.base import Effect, Tool, ToolFailure, ToolResult, parse_version
 from keel.tools.executor import CallSettings, execute
-from keel.tools.resilience import ToolPolicy
+from keel.tools.resilience import RateLimitBackend, ToolPolicy
 from keel.tools.schema import arguments_model, parse_docstring, secret_parameters
 from keel.tools.secrets import Redactor, SecretProvider
 
-__all__ = ["Tool", "ToolRegistry", "ToolResult"]
+if TYPE_CHECKING:
+    from keel.config import KeelSettings
+
+__all__ = ["Tool", "ToolRegistry", "ToolResult", "rate_limits_from_settings"]
 
 _tracer = trace.get_tracer("keel.tools")
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -51,6 +54,22 @@ def _effects(effects: Effect | str | Iterable[Effect | str] | None) -> frozenset
     return frozenset(Effect(e) for e in effects)
 
 
+def rate_limits_from_settings(settings: KeelSettings) -> RateLimitBackend | None:
+    """The Redis rate-limit backend of ``tools.redis_url``, or None (buckets in each process)."""
+    url = settings.tools.redis_url
+    if not url:
+        return None
+    import redis.asyncio
+
+    from keel.tools.redis_limits import RedisRateLimits
+
+    try:
+        client = redis.asyncio.Redis.from_url(url)
+    except ValueError:
+        raise ConfigError("invalid tools.redis_url (expected redis://HOST:PORT/DB)") from None
+    return RedisRateLimits(client, prefix=settings.tools.rate_limit_prefix)
+
+
 class ToolRegistry:
     """Tools by name and version. Register with ``@registry.tool`` or ``registry.register(fn)``.
 
@@ -64,6 +83,7 @@ class ToolRegistry:
         secrets: SecretProvider | None = None,
         default_timeout: float | None = 60.0,
         max_result_chars: int = 20_000,
+        rate_limits: RateLimitBackend | None = None,
     ) -> None:
         self._versions: dict[str, dict[Version, Tool]] = {}
         self._pins: dict[str, Version] = {}
@@ -73,6 +93,26 @@ class ToolRegistry:
             default_timeout=default_timeout,
             max_result_chars=max_result_chars,
             rng=random.Random(),
+            rate_limits=rate_limits,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: KeelSettings,
+        *,
+        secrets: SecretProvider | None = None,
+        default_timeout: float | None = 60.0,
+        max_result_chars: int = 20_000,
+    ) -> ToolRegistry:
+        """A registry whose rate limits live where ``[tools]`` says: with ``tools.redis_url``
+        (by default ``[shared] redis_url``) in Redis, so every process built from the same
+        settings takes from the same bucket per tool."""
+        return cls(
+            secrets=secrets,
+            default_timeout=default_timeout,
+            max_result_chars=max_result_chars,
+            rate_limits=rate_limits_from_settings(settings),
         )
 
     @property
