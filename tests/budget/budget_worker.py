@@ -39,8 +39,10 @@ def spend_until_refused(spec: LedgerSpec, limit: int, step: int, barrier: str) -
                 except BudgetExceeded:
                     return granted
                 granted += 1
-                await asyncio.sleep(0)
                 await ledger.settle(r, Spend(total_tokens=step, model_calls=1))
+                # A real pause, as a model call would make: without it one process can take
+                # SQLite's write lock 200 times in a row before the other is scheduled at all.
+                await asyncio.sleep(0.001)
         finally:
             await ledger.aclose()
 

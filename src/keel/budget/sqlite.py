@@ -61,15 +61,40 @@ class SqliteBudgetLedger(BudgetLedger):
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._errors("create the tables"):
-                self._db.executescript(_SCHEMA)
+            self._prepare(busy_timeout)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the budget ledger {self.path}: {e}") from None
 
     def __repr__(self) -> str:
         return f"SqliteBudgetLedger({str(self.path)!r})"
+
+    def _prepare(self, busy_timeout: float) -> None:
+        """WAL mode and the tables, safe when several processes open a new file at once.
+
+        The tables are created in one ``BEGIN IMMEDIATE`` transaction, so a second process waits
+        for the write lock (the busy timeout applies) instead of failing on a lock upgrade, which
+        SQLite refuses at once to avoid a deadlock; that and the WAL switch are retried until the
+        busy timeout has passed.
+        """
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
