@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -55,6 +55,39 @@ def _default_data_dir() -> Path:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _PostgresSection(_Section):
+    """A section with a PostgreSQL ``dsn`` (never holding a password) or a ``dsn_env``."""
+
+    _name: ClassVar[str]
+
+    @field_validator("dsn", check_fields=False)
+    @classmethod
+    def _no_password_in_dsn(cls, value: str | None) -> str | None:
+        if value is not None and (
+            re.search(r"(^|\s)password\s*=", value) or re.match(r"^\w+://[^/@]*:[^/@]*@", value)
+        ):
+            raise ValueError(
+                f"{cls._name}.dsn must not hold a password: use PGPASSWORD, a passfile, or dsn_env"
+            )
+        return value
+
+    def resolve_dsn(self) -> str | None:
+        """The PostgreSQL connection string: ``dsn``, else the variable ``dsn_env`` names."""
+        dsn: str | None = getattr(self, "dsn", None)
+        variable: str | None = getattr(self, "dsn_env", None)
+        if dsn:
+            return dsn
+        if variable:
+            value = os.environ.get(variable)
+            if not value:
+                raise ConfigError(
+                    f"{self._name}.dsn_env names {variable}, which is not set",
+                    hint=f"export {variable}='postgresql://user@host/db'",
+                )
+            return value
+        return None
 
 
 class LLMSettings(_Section):
@@ -107,8 +140,10 @@ class EmbeddingSettings(_Section):
     timeout_s: float = Field(60.0, gt=0, description="per-request timeout, hosted embeddings")
 
 
-class MemorySettings(_Section):
+class MemorySettings(_PostgresSection):
     """Document memory: chunking and retrieval."""
+
+    _name: ClassVar[str] = "memory"
 
     chunk_chars: int = Field(1000, ge=100, description="largest chunk, in characters")
     chunk_overlap: int = Field(100, ge=0, description="characters shared by neighbouring chunks")
@@ -146,34 +181,11 @@ class MemorySettings(_Section):
         64, ge=1, description="embedded store: HNSW candidates while searching (ef_search)"
     )
 
-    @field_validator("dsn")
-    @classmethod
-    def _no_password_in_dsn(cls, value: str | None) -> str | None:
-        if value is not None and (
-            re.search(r"(^|\s)password\s*=", value) or re.match(r"^\w+://[^/@]*:[^/@]*@", value)
-        ):
-            raise ValueError(
-                "memory.dsn must not hold a password: use PGPASSWORD, a passfile, or dsn_env"
-            )
-        return value
 
-    def resolve_dsn(self) -> str | None:
-        """The PostgreSQL connection string: ``dsn``, else the variable ``dsn_env`` names."""
-        if self.dsn:
-            return self.dsn
-        if self.dsn_env:
-            value = os.environ.get(self.dsn_env)
-            if not value:
-                raise ConfigError(
-                    f"memory.dsn_env names {self.dsn_env}, which is not set",
-                    hint=f"export {self.dsn_env}='postgresql://user@host/db'",
-                )
-            return value
-        return None
-
-
-class TraceSettings(_Section):
+class TraceSettings(_PostgresSection):
     """Where spans go."""
+
+    _name: ClassVar[str] = "trace"
 
     enabled: bool = True
     store: bool = Field(True, description="record spans in the local SQLite trace store")
@@ -200,31 +212,6 @@ class TraceSettings(_Section):
         None, description="name of an environment variable holding the connection string"
     )
     pg_schema: str = Field("keel", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-
-    @field_validator("dsn")
-    @classmethod
-    def _no_password_in_dsn(cls, value: str | None) -> str | None:
-        if value is not None and (
-            re.search(r"(^|\s)password\s*=", value) or re.match(r"^\w+://[^/@]*:[^/@]*@", value)
-        ):
-            raise ValueError(
-                "trace.dsn must not hold a password: use PGPASSWORD, a passfile, or dsn_env"
-            )
-        return value
-
-    def resolve_dsn(self) -> str | None:
-        """The PostgreSQL connection string: ``dsn``, else the variable ``dsn_env`` names."""
-        if self.dsn:
-            return self.dsn
-        if self.dsn_env:
-            value = os.environ.get(self.dsn_env)
-            if not value:
-                raise ConfigError(
-                    f"trace.dsn_env names {self.dsn_env}, which is not set",
-                    hint=f"export {self.dsn_env}='postgresql://user@host/db'",
-                )
-            return value
-        return None
 
 
 class ServeAgentSettings(_Section):
@@ -375,9 +362,11 @@ class ToolsSettings(_Section):
     rate_limit_prefix: str = Field("keel:ratelimit:", min_length=1)
 
 
-class SharedSettings(_Section):
+class SharedSettings(_PostgresSection):
     """Shared servers for several processes (``[shared]``): one PostgreSQL database and one
     Redis become the defaults of every store that has no location of its own."""
+
+    _name: ClassVar[str] = "shared"
 
     dsn: str | None = Field(
         None,
@@ -392,31 +381,6 @@ class SharedSettings(_Section):
         None, description="Redis server: response cache and budget counters (redis://HOST:6379/0)"
     )
     pg_schema: str = Field("keel", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-
-    @field_validator("dsn")
-    @classmethod
-    def _no_password_in_dsn(cls, value: str | None) -> str | None:
-        if value is not None and (
-            re.search(r"(^|\s)password\s*=", value) or re.match(r"^\w+://[^/@]*:[^/@]*@", value)
-        ):
-            raise ValueError(
-                "shared.dsn must not hold a password: use PGPASSWORD, a passfile, or dsn_env"
-            )
-        return value
-
-    def resolve_dsn(self) -> str | None:
-        """The PostgreSQL connection string: ``dsn``, else the variable ``dsn_env`` names."""
-        if self.dsn:
-            return self.dsn
-        if self.dsn_env:
-            value = os.environ.get(self.dsn_env)
-            if not value:
-                raise ConfigError(
-                    f"shared.dsn_env names {self.dsn_env}, which is not set",
-                    hint=f"export {self.dsn_env}='postgresql://user@host/db'",
-                )
-            return value
-        return None
 
 
 class KeelSettings(BaseModel):
